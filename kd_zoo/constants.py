@@ -1,0 +1,18 @@
+"""Constants shared across kd_zoo: one place for normalisation, column names and the Hub organisation."""
+
+# Hugging Face Hub organisation that hosts the zoo's weights and score sets.
+HF_ORG = "kd-zoo"
+
+# CIFAR-100 normalisation of the CRD / RepDistiller recipes (shared/reference/architectures.md).
+CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
+CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+
+# ImageNet normalisation (torchvision / timm default).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# The one schema every data set is mapped to, and the key scores and masks are joined on.
+IMAGE_COLUMN = "image"
+LABEL_COLUMN = "label"
+INDEX_COLUMN = "sample_idx"
+SCORE_COLUMN = "score"
