@@ -49,7 +49,9 @@ class Registry(Generic[T]):
         if name not in self._entries:
             hint = close_matches(name, list(self._entries))
             hint_text = f" Did you mean {', '.join(map(repr, hint))}?" if hint else ""
-            raise UnknownNameError(f"unknown {self.kind} {name!r}.{hint_text} Known: {', '.join(sorted(self._entries))}.")
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}.{hint_text} Known: {', '.join(sorted(self._entries))}."
+            )
         return self._entries[name]
 
     def names(self) -> list[str]:

@@ -57,10 +57,7 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
 
 def zoo_cfgs(arch: str, **kwargs: Any) -> dict[str, dict[str, Any]]:
     """`'arch.tag' -> cfg` for every weight tag of `arch`, the default tag first, each on the org's Hub repo."""
-    return {
-        f"{arch}.{tag}": _cfg(hf_hub_id=f"{HF_ORG}/{arch}.{tag}", **kwargs)
-        for tag in pretrained_tags(arch)
-    }
+    return {f"{arch}.{tag}": _cfg(hf_hub_id=f"{HF_ORG}/{arch}.{tag}", **kwargs) for tag in pretrained_tags(arch)}
 
 
 def build_zoo_model(
@@ -122,7 +119,9 @@ def _check_tag(variant: str, pretrained_cfg: Any) -> None:
 
 def _weights_error_message(variant: str, kwargs: dict[str, Any], err: Exception) -> str:
     cfg = resolve_pretrained_cfg(
-        variant, pretrained_cfg=kwargs.get("pretrained_cfg"), pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay")
+        variant,
+        pretrained_cfg=kwargs.get("pretrained_cfg"),
+        pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"),
     ).to_dict()
     load_from, location = _resolve_pretrained_source(cfg)
     if load_from == "hf-hub":
@@ -167,8 +166,11 @@ def check_state_dict(state_dict: dict[str, Any], model: nn.Module) -> dict[str, 
     ]
     if missing or unexpected or wrong:
         problems = []
-        for title, items in (("shape mismatch", wrong), ("missing from checkpoint", missing),
-                             ("not in the model", unexpected)):
+        for title, items in (
+            ("shape mismatch", wrong),
+            ("missing from checkpoint", missing),
+            ("not in the model", unexpected),
+        ):
             if items:
                 shown = "; ".join(items[:8]) + (f"; ... ({len(items) - 8} more)" if len(items) > 8 else "")
                 problems.append(f"{title}: {shown}")

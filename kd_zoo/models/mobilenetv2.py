@@ -21,8 +21,15 @@ from ._builder import build_zoo_model, zoo_cfgs
 __all__ = ["CifarMobileNetV2"]
 
 # (expansion is the model's, or 1 for the first group), output channels, blocks, first stride.
-_GROUPS = ((1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2), (None, 64, 4, 2), (None, 96, 3, 1),
-           (None, 160, 3, 2), (None, 320, 1, 1))
+_GROUPS = (
+    (1, 16, 1, 1),
+    (None, 24, 2, 1),
+    (None, 32, 3, 2),
+    (None, 64, 4, 2),
+    (None, 96, 3, 1),
+    (None, 160, 3, 2),
+    (None, 320, 1, 1),
+)
 # Which groups end each stage (stage 0 is the stem).
 _STAGE_GROUPS = ((0, 1), (2,), (3, 4), (5, 6))
 
@@ -39,8 +46,10 @@ class InvertedResidual(nn.Module):
         mid = in_chs * expansion
         self.use_residual = stride == 1 and in_chs == out_chs
         self.conv = nn.Sequential(
-            *_conv_bn(in_chs, mid, 1), nn.ReLU(inplace=True),
-            *_conv_bn(mid, mid, 3, stride, groups=mid), nn.ReLU(inplace=True),
+            *_conv_bn(in_chs, mid, 1),
+            nn.ReLU(inplace=True),
+            *_conv_bn(mid, mid, 3, stride, groups=mid),
+            nn.ReLU(inplace=True),
             *_conv_bn(mid, out_chs, 1),
         )
 
@@ -80,8 +89,15 @@ class CifarMobileNetV2(StagedNet):
         last = int(last_channels * width_mult) if width_mult > 1.0 else last_channels
         head_conv = nn.Sequential(*_conv_bn(in_chs, last, 1), nn.ReLU(inplace=True))
         super().__init__(
-            stages, channels, reductions, num_features=last, num_classes=num_classes, in_chans=in_chans,
-            global_pool=global_pool, drop_rate=drop_rate, head_conv=head_conv,
+            stages,
+            channels,
+            reductions,
+            num_features=last,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            global_pool=global_pool,
+            drop_rate=drop_rate,
+            head_conv=head_conv,
         )
         init_weights(self, linear_std=0.01)
 

@@ -113,8 +113,14 @@ class CifarResNet(StagedNet):
             channels.append(in_chs)
             reductions.append(reduction)
         super().__init__(
-            stages, channels, reductions, num_features=in_chs, num_classes=num_classes, in_chans=in_chans,
-            global_pool=global_pool, drop_rate=drop_rate,
+            stages,
+            channels,
+            reductions,
+            num_features=in_chs,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            global_pool=global_pool,
+            drop_rate=drop_rate,
         )
         init_weights(self)
 
@@ -133,18 +139,20 @@ def _cifar_resnet_args(depth: int, width: int = 1) -> dict[str, Any]:
     return dict(layers=(n, n, n), stem_width=32, widths=(64, 128, 256))
 
 
-default_cfgs = generate_default_cfgs({
-    **zoo_cfgs("lrds_resnet8", pool_size=(8, 8)),
-    **zoo_cfgs("lrds_resnet14", pool_size=(8, 8)),
-    **zoo_cfgs("lrds_resnet20", pool_size=(8, 8)),
-    **zoo_cfgs("lrds_resnet32", pool_size=(8, 8)),
-    **zoo_cfgs("lrds_resnet44", pool_size=(8, 8)),
-    **zoo_cfgs("lrds_resnet56", pool_size=(8, 8)),
-    **zoo_cfgs("lrds_resnet110", pool_size=(8, 8)),
-    **zoo_cfgs("lrds_resnet8x4", pool_size=(8, 8)),
-    **zoo_cfgs("lrds_resnet32x4", pool_size=(8, 8)),
-    **zoo_cfgs("lrds_resnet50", pool_size=(4, 4)),
-})
+default_cfgs = generate_default_cfgs(
+    {
+        **zoo_cfgs("lrds_resnet8", pool_size=(8, 8)),
+        **zoo_cfgs("lrds_resnet14", pool_size=(8, 8)),
+        **zoo_cfgs("lrds_resnet20", pool_size=(8, 8)),
+        **zoo_cfgs("lrds_resnet32", pool_size=(8, 8)),
+        **zoo_cfgs("lrds_resnet44", pool_size=(8, 8)),
+        **zoo_cfgs("lrds_resnet56", pool_size=(8, 8)),
+        **zoo_cfgs("lrds_resnet110", pool_size=(8, 8)),
+        **zoo_cfgs("lrds_resnet8x4", pool_size=(8, 8)),
+        **zoo_cfgs("lrds_resnet32x4", pool_size=(8, 8)),
+        **zoo_cfgs("lrds_resnet50", pool_size=(4, 4)),
+    }
+)
 
 
 @register_model
@@ -204,6 +212,7 @@ def lrds_resnet32x4(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
 @register_model
 def lrds_resnet50(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-50 with a CIFAR stem (3x3 stride-1 conv, no max-pool), as CRD's `resnetv2.ResNet50`."""
-    args = dict(block="bottleneck", layers=(3, 4, 6, 3), stem_width=64, widths=(64, 128, 256, 512),
-                strides=(1, 2, 2, 2))
+    args = dict(
+        block="bottleneck", layers=(3, 4, 6, 3), stem_width=64, widths=(64, 128, 256, 512), strides=(1, 2, 2, 2)
+    )
     return _create_resnet("lrds_resnet50", pretrained, **dict(args, **kwargs))

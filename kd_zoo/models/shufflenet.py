@@ -88,8 +88,14 @@ class CifarShuffleNetV1(StagedNet):
             stages.append(Stage(nn.Sequential(*blocks), nn.ReLU(inplace=True)))
             reductions.append(reductions[-1] * 2)
         super().__init__(
-            stages, [24, *out_channels], reductions, num_features=in_chs, num_classes=num_classes,
-            in_chans=in_chans, global_pool=global_pool, drop_rate=drop_rate,
+            stages,
+            [24, *out_channels],
+            reductions,
+            num_features=in_chs,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            global_pool=global_pool,
+            drop_rate=drop_rate,
         )
 
 
@@ -170,8 +176,15 @@ class CifarShuffleNetV2(StagedNet):
             nn.Conv2d(in_chs, last_channels, 1, bias=False), nn.BatchNorm2d(last_channels), nn.ReLU(inplace=True)
         )
         super().__init__(
-            stages, [24, *out_channels], reductions, num_features=last_channels, num_classes=num_classes,
-            in_chans=in_chans, global_pool=global_pool, drop_rate=drop_rate, head_conv=head_conv,
+            stages,
+            [24, *out_channels],
+            reductions,
+            num_features=last_channels,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            global_pool=global_pool,
+            drop_rate=drop_rate,
+            head_conv=head_conv,
         )
 
 
@@ -179,10 +192,12 @@ def _create_shufflenet(cls: type, variant: str, pretrained: bool = False, **kwar
     return build_zoo_model(cls, variant, pretrained, num_stages=4, **kwargs)
 
 
-default_cfgs = generate_default_cfgs({
-    **zoo_cfgs("lrds_shufflenetv1", pool_size=(4, 4)),
-    **zoo_cfgs("lrds_shufflenetv2", pool_size=(4, 4)),
-})
+default_cfgs = generate_default_cfgs(
+    {
+        **zoo_cfgs("lrds_shufflenetv1", pool_size=(4, 4)),
+        **zoo_cfgs("lrds_shufflenetv2", pool_size=(4, 4)),
+    }
+)
 
 
 @register_model

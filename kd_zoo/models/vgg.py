@@ -59,8 +59,14 @@ class CifarVGG(StagedNet):
             reductions.append(reduction)
             in_chs = widths[-1]
         super().__init__(
-            stages, [g[-1] for g in groups], reductions, num_features=in_chs, num_classes=num_classes,
-            in_chans=in_chans, global_pool=global_pool, drop_rate=drop_rate,
+            stages,
+            [g[-1] for g in groups],
+            reductions,
+            num_features=in_chs,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            global_pool=global_pool,
+            drop_rate=drop_rate,
         )
         init_weights(self, linear_std=0.01)
 
@@ -69,9 +75,9 @@ def _create_vgg(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarV
     return build_zoo_model(CifarVGG, variant, pretrained, num_stages=5, **kwargs)
 
 
-default_cfgs = generate_default_cfgs({
-    key: cfg for name in VGG_CFGS for key, cfg in zoo_cfgs(f"lrds_{name}", pool_size=(4, 4)).items()
-})
+default_cfgs = generate_default_cfgs(
+    {key: cfg for name in VGG_CFGS for key, cfg in zoo_cfgs(f"lrds_{name}", pool_size=(4, 4)).items()}
+)
 
 
 @register_model

@@ -64,15 +64,24 @@ class WideResNet(StagedNet):
         stages = [Stage(nn.Sequential(nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False)))]
         reductions, reduction = [1], 1
         for in_chs, out_chs, stride in zip(widths[:-1], widths[1:], (1, 2, 2), strict=True):
-            blocks = [PreActBlock(in_chs if i == 0 else out_chs, out_chs, stride if i == 0 else 1, block_drop_rate)
-                      for i in range(n)]
+            blocks = [
+                PreActBlock(in_chs if i == 0 else out_chs, out_chs, stride if i == 0 else 1, block_drop_rate)
+                for i in range(n)
+            ]
             stages.append(Stage(nn.Sequential(*blocks)))
             reduction *= stride
             reductions.append(reduction)
         final_norm = nn.Sequential(nn.BatchNorm2d(widths[-1]), nn.ReLU(inplace=True))
         super().__init__(
-            stages, list(widths), reductions, num_features=widths[-1], num_classes=num_classes, in_chans=in_chans,
-            global_pool=global_pool, drop_rate=drop_rate, final_norm=final_norm,
+            stages,
+            list(widths),
+            reductions,
+            num_features=widths[-1],
+            num_classes=num_classes,
+            in_chans=in_chans,
+            global_pool=global_pool,
+            drop_rate=drop_rate,
+            final_norm=final_norm,
         )
         init_weights(self)
         if isinstance(self.fc, nn.Linear):
@@ -83,12 +92,14 @@ def _create_wrn(variant: str, pretrained: bool = False, **kwargs: Any) -> WideRe
     return build_zoo_model(WideResNet, variant, pretrained, num_stages=4, **kwargs)
 
 
-default_cfgs = generate_default_cfgs({
-    **zoo_cfgs("lrds_wrn_16_1", pool_size=(8, 8)),
-    **zoo_cfgs("lrds_wrn_16_2", pool_size=(8, 8)),
-    **zoo_cfgs("lrds_wrn_40_1", pool_size=(8, 8)),
-    **zoo_cfgs("lrds_wrn_40_2", pool_size=(8, 8)),
-})
+default_cfgs = generate_default_cfgs(
+    {
+        **zoo_cfgs("lrds_wrn_16_1", pool_size=(8, 8)),
+        **zoo_cfgs("lrds_wrn_16_2", pool_size=(8, 8)),
+        **zoo_cfgs("lrds_wrn_40_1", pool_size=(8, 8)),
+        **zoo_cfgs("lrds_wrn_40_2", pool_size=(8, 8)),
+    }
+)
 
 
 @register_model
