@@ -1,0 +1,21 @@
+"""Distillation methods: one module per method, each a pure loss function plus a registered class.
+
+`METHODS.names()` lists them; `create_method(name, student, teacher, **hparams)` builds one.
+"""
+
+from . import ctkd, dkd, dtd_la, kd
+from .base import METHODS, DistillMethod, FeatureRequest, ModelOutputs, StepContext, create_method, register_method
+
+__all__ = [
+    "METHODS",
+    "DistillMethod",
+    "FeatureRequest",
+    "ModelOutputs",
+    "StepContext",
+    "create_method",
+    "ctkd",
+    "dkd",
+    "dtd_la",
+    "kd",
+    "register_method",
+]

@@ -1,0 +1,66 @@
+"""Vanilla knowledge distillation.
+
+"Distilling the Knowledge in a Neural Network" (Hinton et al., arXiv 1503.02531):
+L = w_ce * CE(s, y) + w_kd * T^2 * KL(softmax(t / T) || softmax(s / T)), the KL summed over classes and averaged
+over samples ("batchmean"). CIFAR-100 defaults T = 4, CE 0.1 / KD 0.9 as in CRD (Tian et al., arXiv 1910.10699)
+and mdistiller; SemCKD / SimKD use 1 / 1 (pass `ce_weight=1, kd_weight=1`). Checked against the textbook
+formula in tests/test_methods.py.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import DistillMethod, ModelOutputs, StepContext, cross_entropy, register_method
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float | Tensor = 4.0) -> Tensor:
+    """T^2-scaled batchmean KL(p_t^T || p_s^T).
+
+    Args:
+        student_logits: [batch, classes].
+        teacher_logits: [batch, classes].
+        temperature: a scalar, or one temperature per sample ([batch]); each sample's KL is scaled by its T^2.
+    """
+    if student_logits.shape[0] == 0:
+        return student_logits.sum() * 0.0
+    temperature = torch.as_tensor(temperature, dtype=student_logits.dtype, device=student_logits.device)
+    t = temperature.reshape(-1, 1) if temperature.ndim else temperature
+    log_p_s = F.log_softmax(student_logits / t, dim=1)
+    log_p_t = F.log_softmax(teacher_logits / t, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
+    return (kl * t.reshape(-1) ** 2).mean() if temperature.ndim else kl.mean() * temperature**2
+
+
+@register_method
+class KD(DistillMethod):
+    """Vanilla KD.
+
+    Args:
+        temperature: softmax temperature (CIFAR-100: 4, CRD; ImageNet: 1, mdistiller).
+        ce_weight: weight of the CE term (CIFAR-100: 0.1, CRD).
+        kd_weight: weight of the KL term (CIFAR-100: 0.9, CRD).
+    """
+
+    name = "kd"
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        temperature: float = 4.0,
+        ce_weight: float = 0.1,
+        kd_weight: float = 0.9,
+    ):
+        super().__init__(student, teacher)
+        self.temperature, self.ce_weight, self.kd_weight = temperature, ce_weight, kd_weight
+
+    def forward(
+        self, student: ModelOutputs, teacher: ModelOutputs, labels: Tensor, ctx: StepContext
+    ) -> dict[str, Tensor]:
+        return {
+            "loss_ce": self.ce_weight * cross_entropy(student.logits, labels),
+            "loss_kd": self.kd_weight * kd_loss(student.logits, teacher.logits, self.temperature),
+        }
