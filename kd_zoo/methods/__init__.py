@@ -3,7 +3,7 @@
 `METHODS.names()` lists them; `create_method(name, student, teacher, **hparams)` builds one.
 """
 
-from . import ctkd, dkd, dtd_la, kd
+from . import ctkd, dkd, dtd_la, fitnet, kd, pkt, semckd, srrl, vid
 from .base import METHODS, DistillMethod, FeatureRequest, ModelOutputs, StepContext, create_method, register_method
 
 __all__ = [
@@ -16,6 +16,11 @@ __all__ = [
     "ctkd",
     "dkd",
     "dtd_la",
+    "fitnet",
     "kd",
+    "pkt",
     "register_method",
+    "semckd",
+    "srrl",
+    "vid",
 ]
