@@ -16,3 +16,14 @@ IMAGE_COLUMN = "image"
 LABEL_COLUMN = "label"
 INDEX_COLUMN = "sample_idx"
 SCORE_COLUMN = "score"
+
+# The data layer (kd_zoo.data): where its caches live, and the names a recipe may give instead of a path.
+KD_ZOO_CACHE_ENV = "KD_ZOO_CACHE"  # environment variable that overrides the cache folder
+DEFAULT_CACHE_DIR = "~/.cache/kd_zoo"
+DEMO_DATASET = "demo"  # scikit-learn's digits as 32x32 RGB: the offline default of every recipe
+CIFAR100_HUB_ID = "uoft-cs/cifar100"
+IMAGENET_HUB_ID = "ILSVRC/imagenet-1k"
+
+# Score sets of Data Selection (kd_zoo.selection): the columns besides sample_idx, score and label.
+TEACHER_PRED_COLUMN = "teacher_pred"
+TEACHER_CORRECT_COLUMN = "teacher_correct"

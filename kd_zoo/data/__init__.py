@@ -1,0 +1,82 @@
+"""kd_zoo.data: CIFAR-100, ImageNet and the embedded demo set through `datasets`, with a fast 32x32 path.
+
+* `load_split(source, split)`: a Hub id, a `save_to_disk` folder, parquet files, an image folder, or None for the
+  demo set, mapped to one schema: `image`, `label` (ClassLabel with the data set's class names), `sample_idx`.
+* `demo_dataset()`: scikit-learn's bundled digits as 32x32 RGB images (train 1,437 / test 360), cached locally.
+* `TensorImageSet` + `TensorBatchLoader`: a split decoded once into a uint8 tensor, then crop / flip / normalise /
+  batch on the training device, reproducible from (seed, epoch) and identical for any number of processes.
+* `imagenet_transforms` + `make_image_dataloader`: the worker-based pipeline for ImageNet-size images.
+* `dataset_fingerprint` / `check_fingerprint`: a content hash per split, stored next to scores and checkpoints.
+
+Example:
+    >>> from kd_zoo.data import load_tensor_split, TensorBatchLoader
+    >>> train = load_tensor_split(None, "train")  # the demo digits, offline
+    >>> loader = TensorBatchLoader(train, batch_size=64, train=True, seed=0)
+    >>> loader.set_epoch(0)
+    >>> batch = next(iter(loader))
+    >>> batch["image"].shape, batch["label"].dtype, batch["sample_idx"].shape
+    (torch.Size([64, 3, 32, 32]), torch.int64, torch.Size([64]))
+"""
+
+from __future__ import annotations
+
+import os
+
+from .cache import resolve_cache_dir
+from .demo import build_demo_dataset, demo_cache_path, demo_dataset
+from .errors import (
+    DataError,
+    DataSchemaError,
+    DatasetUnavailableError,
+    FingerprintMismatchError,
+    UnknownDatasetError,
+    UnknownSplitError,
+)
+from .fingerprint import check_fingerprint, dataset_fingerprint
+from .imagenet import collate_image_batch, imagenet_transforms, make_image_dataloader
+from .sources import KNOWN_DATASETS, ResolvedSource, load_split, resolve_source, to_schema
+from .tensor import TensorBatchLoader, TensorImageSet, random_crop_flip, tensor_cache_path
+
+
+def load_tensor_split(
+    source: str | os.PathLike | None,
+    split: str = "train",
+    *,
+    revision: str | None = None,
+    label: str = "fine",
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> TensorImageSet:
+    """`load_split` + `TensorImageSet.from_dataset`: a split of small fixed-size images, decoded (or cached) once."""
+    ds = load_split(source, split, revision=revision, label=label, token=token, cache_dir=cache_dir)
+    name = resolve_source(source).name
+    return TensorImageSet.from_dataset(ds, name=name, split=split, revision=revision, cache_dir=cache_dir)
+
+
+__all__ = [
+    "KNOWN_DATASETS",
+    "DataError",
+    "DataSchemaError",
+    "DatasetUnavailableError",
+    "FingerprintMismatchError",
+    "ResolvedSource",
+    "TensorBatchLoader",
+    "TensorImageSet",
+    "UnknownDatasetError",
+    "UnknownSplitError",
+    "build_demo_dataset",
+    "check_fingerprint",
+    "collate_image_batch",
+    "dataset_fingerprint",
+    "demo_cache_path",
+    "demo_dataset",
+    "imagenet_transforms",
+    "load_split",
+    "load_tensor_split",
+    "make_image_dataloader",
+    "random_crop_flip",
+    "resolve_cache_dir",
+    "resolve_source",
+    "tensor_cache_path",
+    "to_schema",
+]
