@@ -47,6 +47,44 @@ CIFAR100_PAIRS: tuple[Pair, ...] = (
 STUDENT_WEIGHT_METHODS = ("lrds", "kd")
 
 
+# DKD's NCKD weight per pair (mdistiller's CIFAR-100 configs); 8 for every other pair.
+_DKD_BETA = {
+    ("resnet56", "resnet20"): 2.0,
+    ("resnet110", "resnet32"): 2.0,
+    ("vgg13", "vgg8"): 6.0,
+    ("vgg13", "mobilenetv2"): 6.0,
+    ("wrn_40_2", "wrn_16_2"): 6.0,
+    ("wrn_40_2", "wrn_40_1"): 6.0,
+}
+
+
+def dkd_beta(teacher: str, student: str) -> float:
+    """DKD's beta for a CIFAR-100 pair: 2, 6 or 8 (mdistiller configs)."""
+    return _DKD_BETA.get((_short(teacher), _short(student)), 8.0)
+
+
+_DATASET_TAGS = {
+    "uoft-cs/cifar100": "cifar100",
+    "cifar100": "cifar100",
+    "ILSVRC/imagenet-1k": "in1k",
+    "imagenet-1k": "in1k",
+    "demo": "digits",
+}
+
+
+def weight_tag(method: str, teacher: str | None, dataset: str, lr: bool = False, ds: bool = False) -> str:
+    """The zoo's weight tag for a run: `lrds_resnet32x4_cifar100` (KD + LR + DS), `kd_resnet32x4_cifar100`,
+    `dkd_ds_resnet32x4_cifar100`, or `cifar100` for a model trained alone."""
+    data = _DATASET_TAGS.get(dataset) or "".join(c if c.isalnum() else "_" for c in dataset.split("/")[-1]).lower()
+    if teacher is None:
+        return data
+    if method == "kd" and lr and ds:
+        prefix = "lrds"
+    else:
+        prefix = method + ("_lr" if lr else "") + ("_ds" if ds else "")
+    return f"{prefix}_{_short(teacher)}_{data}"
+
+
 def get_pair(teacher: str, student: str) -> Pair:
     for pair in CIFAR100_PAIRS:
         if (pair.teacher, pair.student) == (_short(teacher), _short(student)):

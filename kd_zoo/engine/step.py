@@ -161,3 +161,29 @@ def _keep_method_parameters_in_graph(terms: dict[str, Tensor], method: DistillMe
         anchor = sum(p.sum() for p in params) * 0.0
         first = next(iter(terms))
         terms[first] = terms[first] + anchor
+
+
+class Supervised(nn.Module):
+    """Plain CE training behind the `Distiller` interface: teachers and the CE-only baseline use the same loop."""
+
+    def __init__(self, student: nn.Module):
+        super().__init__()
+        self.student = student
+
+    def forward(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        distill_mask: Tensor | None = None,
+        *,
+        teacher: nn.Module | None = None,
+        ctx: StepContext,
+    ) -> StepOutput:
+        logits = self.student(images)
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+        lo, hi = labels.aminmax()
+        if lo < 0 or hi >= logits.shape[1]:
+            raise ValueError(f"labels must lie in [0, {logits.shape[1]}), found min {int(lo)} and max {int(hi)}")
+        loss = cross_entropy(logits, labels)
+        return StepOutput(loss, {"loss_ce": loss}, logits.detach(), 0)

@@ -1,0 +1,66 @@
+"""Experiment tracking through Accelerate's trackers, with a built-in JSON-lines tracker that always writes.
+
+`make_trackers(run_dir)` returns the JSONL tracker plus TensorBoard when it is installed, so a run is never
+silently untracked: `metrics.jsonl` in the run folder is the record the benchmarks and plots read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from accelerate.tracking import GeneralTracker
+
+
+class JsonlTracker(GeneralTracker):
+    """An Accelerate tracker writing one JSON object per `log` call to `<logging_dir>/metrics.jsonl`."""
+
+    name = "jsonl"
+    requires_logging_directory = True
+    main_process_only = True
+
+    def __init__(self, run_name: str, logging_dir: str | Path, **kwargs: Any):
+        super().__init__()
+        self.run_name = run_name
+        self.path = Path(logging_dir) / "metrics.jsonl"
+        self.config_path = Path(logging_dir) / "tracker_config.json"
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def tracker(self) -> Path:
+        return self.path
+
+    def store_init_configuration(self, values: dict) -> None:
+        self.start()
+        self.config_path.write_text(json.dumps(values, indent=2, sort_keys=True, default=str))
+
+    def log(self, values: dict, step: int | None = None, **kwargs: Any) -> None:
+        self.start()
+        record = {"step": step, "time": round(time.time(), 3)}
+        for key, value in values.items():
+            if hasattr(value, "item"):
+                value = value.item()
+            record[key] = None if isinstance(value, float) and not math.isfinite(value) else value
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def make_trackers(run_dir: str | Path, run_name: str = "kd_zoo") -> list:
+    """The JSONL tracker, plus TensorBoard when it is installed."""
+    trackers: list = [JsonlTracker(run_name, run_dir)]
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return trackers
+    trackers.append("tensorboard")
+    return trackers
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Records of a `metrics.jsonl` file."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
