@@ -70,6 +70,7 @@ def main() -> None:
             checkpoint_every=cfg.teacher.train_epochs,
             resume=cfg.run.resume,
             log_every=cfg.run.log_every,
+            log_prefix="teacher/",
         )
         teacher = accelerator.unwrap_model(trainable).student
     else:

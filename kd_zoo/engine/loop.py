@@ -139,6 +139,7 @@ def fit(
     channels_last: bool = False,
     progress: bool = True,
     stop_after_epochs: int | None = None,
+    log_prefix: str = "",
 ) -> FitResult:
     """Train `model` (already prepared by `accelerator`, like `optimizer` and `eval_loader`).
 
@@ -161,6 +162,7 @@ def fit(
         progress: show a progress bar on the main process.
         stop_after_epochs: end this call after so many epochs of this run (for interruption tests and
             time-boxed jobs); the run can be resumed.
+        log_prefix: prefix of the logged keys (e.g. "teacher/" when a teacher is trained in the same run).
     """
     run_dir = check_writable(run_dir) if accelerator.is_main_process else Path(run_dir)
     checkpoints = CheckpointManager(Path(run_dir) / "checkpoints", accelerator, keep_last)
@@ -221,8 +223,8 @@ def fit(
             global_step += 1
             if global_step % log_every == 0:
                 means = {f"train/{k}": float(v) / logged_steps for k, v in sums.items()}
-                means.update({"train/lr": lr, "epoch": epoch, **{f"train/{k}": v for k, v in out.diagnostics.items()}})
-                accelerator.log(means, step=global_step)
+                means.update({"train/lr": lr, **{f"train/{k}": v for k, v in out.diagnostics.items()}})
+                accelerator.log({f"{log_prefix}{k}": v for k, v in means.items()} | {"epoch": epoch}, step=global_step)
                 bar.set_postfix(loss=f"{means['train/loss']:.4f}")
                 sums, logged_steps = {}, 0
 
@@ -240,9 +242,8 @@ def fit(
             "elapsed_s": round(time.perf_counter() - started, 3),
         }
         history.append(record)
-        accelerator.log(
-            {f"eval/{k}": v for k, v in record.items() if k != "epoch"} | {"epoch": epoch}, step=global_step
-        )
+        evals = {f"{log_prefix}eval/{k}": v for k, v in record.items() if k != "epoch"}
+        accelerator.log(evals | {"epoch": epoch}, step=global_step)
         accelerator.print(
             f"epoch {epoch + 1}/{num_epochs}: top1 {scores['top1']:.2f} top5 {scores['top5']:.2f} "
             f"(best {best['top1']:.2f} @ {best['epoch'] + 1})"
