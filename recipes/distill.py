@@ -12,6 +12,7 @@ evaluation and checkpoints -> the exported student folder with its model card ->
 """
 
 import argparse
+import json
 from pathlib import Path
 
 import kd_zoo
@@ -155,6 +156,8 @@ def main() -> None:
             hardware=hardware_summary(accelerator),
             config_yaml=(run_dir / "config.yaml").read_text(),
         )
+        summary = {**result.to_dict(), "teacher_top1": teacher_eval["top1"], "card": fields}
+        (run_dir / "result.json").write_text(json.dumps(summary, indent=2))
         folder = export_model(student, run_dir / "model", fields, label_names=data.class_names)
         rows = [
             ("teacher " + cfg.teacher.model, f"{teacher_eval['top1']:.2f}", "", ""),

@@ -9,6 +9,7 @@ folder gets checkpoints, `metrics.jsonl`, the resolved `config.yaml` and `model/
 """
 
 import argparse
+import json
 from pathlib import Path
 
 import kd_zoo
@@ -78,6 +79,7 @@ def main() -> None:
             hardware=hardware_summary(accelerator),
             config_yaml=(run_dir / "config.yaml").read_text(),
         )
+        (run_dir / "result.json").write_text(json.dumps({**result.to_dict(), "card": fields}, indent=2))
         folder = export_model(model, run_dir / "model", fields, label_names=data.class_names)
         print(
             f"\n{cfg.teacher.model}: top-1 best {result.best_top1:.2f} (epoch {result.best_epoch + 1}), "
