@@ -43,12 +43,14 @@ class PilDataset(Dataset):
 
     def __init__(self, images: np.ndarray, labels: np.ndarray):
         self.images, self.labels = images, labels
-        self.transform = torchvision.transforms.Compose([
-            torchvision.transforms.RandomCrop(32, padding=4),
-            torchvision.transforms.RandomHorizontalFlip(),
-            torchvision.transforms.ToTensor(),
-            torchvision.transforms.Normalize(CIFAR100_MEAN, CIFAR100_STD),
-        ])
+        self.transform = torchvision.transforms.Compose(
+            [
+                torchvision.transforms.RandomCrop(32, padding=4),
+                torchvision.transforms.RandomHorizontalFlip(),
+                torchvision.transforms.ToTensor(),
+                torchvision.transforms.Normalize(CIFAR100_MEAN, CIFAR100_STD),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -81,8 +83,10 @@ def main() -> None:
     images = rng.integers(0, 256, (args.rows, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 100, args.rows)
     data = TensorImageSet(
-        torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels).long(),
-        torch.arange(args.rows), [str(i) for i in range(100)],
+        torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+        torch.from_numpy(labels).long(),
+        torch.arange(args.rows),
+        [str(i) for i in range(100)],
     )
     mask = torch.zeros(args.rows, dtype=torch.bool)
     mask[torch.randperm(args.rows)[: round(0.8 * args.rows)]] = True
@@ -92,8 +96,14 @@ def main() -> None:
     def plain_setup():
         student = timm.create_model("lrds_resnet8x4", num_classes=100).train()
         opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-        loader = DataLoader(PilDataset(images, labels), batch_size=64, shuffle=True, num_workers=args.workers,
-                            drop_last=True, persistent_workers=args.workers > 0)
+        loader = DataLoader(
+            PilDataset(images, labels),
+            batch_size=64,
+            shuffle=True,
+            num_workers=args.workers,
+            drop_last=True,
+            persistent_workers=args.workers > 0,
+        )
 
         def step(batch):
             x, y = batch

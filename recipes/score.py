@@ -12,11 +12,16 @@ whether it was right. The folder written is a Hub-ready data set (README.md + da
 
 Several scorers from the same pass: `--scorer influence,loss,el2n` writes one folder per scorer under
 --output-dir. Without --data the embedded demo digits are used (offline). The folder is ready for the Hub as a
-data set repo (`kd_zoo.hub.publish_folder(folder, "ORG/NAME", repo_type="dataset")`).
+data set repo: `--push-to-hub ORG/NAME` publishes it (`kd_zoo.hub.publish_folder(..., repo_type="dataset")`, from
+the main process; several scorers go to ORG/NAME-<scorer>), `--dry-run` lists what would be uploaded:
+
+    python recipes/score.py --teacher lrds_resnet8 --random-init --output-dir scores/demo \
+        --push-to-hub kd-zoo/digits-resnet8-influence-scores --dry-run
 """
 
 import argparse
 import inspect
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +32,7 @@ from kd_zoo import create_model
 from kd_zoo.checkpoints import load_model
 from kd_zoo.constants import CIFAR100_MEAN, CIFAR100_STD
 from kd_zoo.data import load_tensor_split
+from kd_zoo.hub import PublishError, publish_folder, require_token
 from kd_zoo.selection import SCORERS, make_scorer, score_dataset
 
 
@@ -55,11 +61,35 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--memory-limit-mb", type=float, default=256, help="head inputs in memory up to this")
     parser.add_argument("--spill-dir", default=None, help="where head inputs go past the memory limit")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even with a GPU")
-    return parser.parse_args()
+    parser.add_argument(
+        "--push-to-hub",
+        default=None,
+        metavar="ORG/NAME",
+        help="publish the score set as a data set repo (several scorers: ORG/NAME-<scorer>)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="with --push-to-hub: list what would be uploaded")
+    args = parser.parse_args()
+    if args.dry_run and not args.push_to_hub:
+        parser.error("--dry-run needs --push-to-hub ORG/NAME")
+    if args.push_to_hub and args.push_to_hub.count("/") != 1:
+        parser.error(f"--push-to-hub needs ORG/NAME, got {args.push_to_hub!r}")
+    return args
+
+
+def repo_ids(target: str | None, names: list[str]) -> dict[str, str | None]:
+    """The data set repo of each scorer's score set: `target` for one scorer, `target-<scorer>` for several."""
+    if target is None or len(names) == 1:
+        return {name: target for name in names}
+    return {name: f"{target}-{name}" for name in names}
 
 
 def main() -> None:
     args = parse_args()
+    if args.push_to_hub and not args.dry_run:
+        try:  # before the scoring pass: without a token, nothing is computed, written or uploaded
+            require_token()
+        except PublishError as err:
+            sys.exit(f"score.py: {err}")
     accelerator = Accelerator(cpu=args.cpu)
 
     with accelerator.main_process_first():  # the first process decodes and caches the split
@@ -105,8 +135,11 @@ def main() -> None:
 
     if accelerator.is_main_process:
         out = Path(args.output_dir)
+        targets = repo_ids(args.push_to_hub, list(results))
         for name, score_set in results.items():
-            folder = score_set.save(out / name if len(results) > 1 else out, overwrite=args.overwrite)
+            folder = score_set.save(
+                out / name if len(results) > 1 else out, overwrite=args.overwrite, repo_id=targets[name]
+            )
             meta = score_set.metadata
             mistakes = meta["teacher_mistakes"]
             kept = mistakes["in_distilled"]["highest"]
@@ -117,6 +150,8 @@ def main() -> None:
                 f"{kept} ({share}) in the distilled top {100 * args.fraction:.0f} %; damping "
                 f"{meta['settings'].get('damping')} -> {folder}"
             )
+            if targets[name]:
+                publish_folder(folder, targets[name], repo_type="dataset", dry_run=args.dry_run)
     accelerator.wait_for_everyone()
     accelerator.end_training()
 

@@ -17,6 +17,10 @@ from kd_zoo.hub import (
     PublishError,
     export_model,
     file_sha256,
+    find_private_content,
+    public_metadata,
+    public_path,
+    public_weights,
     publish_folder,
     render_template,
 )
@@ -182,3 +186,62 @@ def test_publish_refusals(exported, tmp_path, monkeypatch, capsys):
     assert other.calls[-1][0] == "upload_folder"
     assert publish_folder(exported[1], REPO, dry_run=True) == sorted(MODEL_FILES)
     assert "would upload" in capsys.readouterr().out
+
+
+def test_card_keeps_the_run_fields_as_metadata(exported):
+    meta = ModelCard.load(exported[1] / "README.md").data.to_dict()["kd_zoo"]
+    assert meta["teacher"] == "lrds_resnet32x4" and meta["seed"] == 0 and meta["method"] == "kd"
+    assert meta["label_revision"] == "LabelRevision(eta=0.8)" and meta["best_epoch"] == 3
+
+
+@pytest.mark.parametrize(
+    ("weights", "public"),
+    [
+        ("/home/me/runs/teacher.safetensors", "teacher.safetensors"),
+        ("runs/demo_teacher/model", "model"),
+        ("local-dir:/scratch/me/model/", "model"),
+        ("~/teacher.safetensors", "teacher.safetensors"),
+        ("C:\\Users\\me\\teacher.safetensors", "teacher.safetensors"),
+        ("teacher.safetensors", "teacher.safetensors"),
+        ("hf-hub:kd-zoo/lrds_resnet32x4.cifar100", "hf-hub:kd-zoo/lrds_resnet32x4.cifar100"),
+        ("lrds_resnet32x4.cifar100", "lrds_resnet32x4.cifar100"),
+        ("random-init", "random-init"),
+        (None, None),
+    ],
+)
+def test_public_weights(weights, public):
+    assert public_weights(weights) == public
+
+
+def test_public_metadata_and_paths():
+    assert public_path("/data/sets/cifar_copy") == "cifar_copy"
+    assert public_path("parquet:/data/sets/cifar/*.parquet") == "parquet:cifar/*.parquet"
+    assert public_path("uoft-cs/cifar100") == "uoft-cs/cifar100" and public_path("demo") == "demo"
+    meta = {
+        "teacher": {"weights": "runs/t/model", "weights_fingerprint": "f" * 64},
+        "data_fingerprint": {"name": "/home/me/cifar", "content_sha256": "0" * 64},
+        "settings": {"paths": ["/tmp/spill"]},
+    }
+    public = public_metadata(meta)
+    assert public == {
+        "teacher": {"weights": "model", "weights_fingerprint": "f" * 64},
+        "data_fingerprint": {"name": "cifar", "content_sha256": "0" * 64},
+        "settings": {"paths": ["spill"]},
+    }
+    assert meta["teacher"]["weights"] == "runs/t/model"  # a copy
+
+
+def test_find_private_content(exported, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
+    folder = exported[1]
+    assert find_private_content(folder) == []
+    (folder / "notes.md").write_text("token hf_secret_value_123, from /home/alice/runs and https://example.org/tmp/x\n")
+    (folder / "other.md").write_text(f"hf_{'A1' * 20} in {tmp_path / 'export'} and D:\\runs\\x\n")
+    findings = find_private_content(folder)
+    assert "notes.md: a Hugging Face token" in findings and "other.md: a Hugging Face token" in findings
+    assert "notes.md: the local path '/home/alice/runs'" in findings
+    assert (
+        f"other.md: the local path '{tmp_path}'" in findings
+        and "other.md: the local path 'D:\\\\runs\\\\x'" in findings
+    )
+    assert not any("example.org" in f or "secret_value" in f for f in findings)

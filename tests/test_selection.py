@@ -375,7 +375,7 @@ def test_score_set_round_trip(scored, tmp_path):
     original.dataset.save_to_disk(str(tmp_path / "on_disk"))
     assert ScoreSet.load(tmp_path / "on_disk").metadata["settings"] == original.metadata["settings"]
     card = (folder / "README.md").read_text()
-    assert original.metadata["teacher"]["weights_fingerprint"] in card and "path: data/*.parquet" in card
+    assert original.metadata["teacher"]["weights_fingerprint"] in card and "configs:" not in card
     with pytest.raises(FileExistsError, match="overwrite=True"):
         original.save(folder)
     original.save(folder, overwrite=True)
@@ -470,3 +470,25 @@ def test_two_processes_match_one(scored, teacher_file, tmp_path):
         np.testing.assert_allclose(two.scores, one.scores, rtol=1e-6, atol=1e-9 * float(np.abs(one.scores).max()))
         for strategy in ("highest", "lowest", "random"):
             assert torch.equal(two.select(0.8, strategy), one.select(0.8, strategy)), (name, strategy)
+
+
+def test_two_score_set_folders_of_the_same_name_load_their_own_rows(tmp_path):
+    """`datasets` caches a local folder by name when its card pins `configs:`; ours must not, or runs mix up."""
+    import datasets
+
+    from kd_zoo.selection import ScoreSet
+
+    rows = []
+    for run, value in (("a", 1.0), ("b", 2.0)):
+        meta = {
+            "format": "kd_zoo.ScoreSet/1",
+            "scorer": "loss",
+            "data_fingerprint": {"name": "demo"},
+            "teacher": {"weights_fingerprint": "0" * 64},
+        }
+        n = 5
+        ScoreSet.from_arrays(np.arange(n), np.full(n, value), np.zeros(n), np.ones(n, bool), np.zeros(n), meta).save(
+            tmp_path / run / "scores"
+        )
+        rows.append(datasets.load_dataset(str(tmp_path / run / "scores"), split="train")["score"])
+    assert rows[0] == [1.0] * 5 and rows[1] == [2.0] * 5

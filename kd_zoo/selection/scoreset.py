@@ -9,10 +9,14 @@ teacher's mistakes fall (`mistakes_report`).
 On disk (`save`), a folder the Hub and `datasets.load_dataset(folder, split="train")` read as is:
 
     folder/
-      README.md                           dataset card; its YAML front matter pins the config and holds the
-                                          metadata under `kd_zoo:`
+      README.md                           dataset card (kd_zoo.hub.score_set_card, model_cards/scores_card.md);
+                                          its YAML front matter pins the config and holds the metadata under
+                                          `kd_zoo:`
       data/train-00000-of-00001.parquet   the columns; the metadata JSON also in the schema metadata (key
                                           `kd_zoo`), so a bare parquet file keeps it
+
+Local paths in the metadata (the teacher's weights file, a local data set's folder) are written as names only, so
+the folder can be published as it is (`recipes/score.py --push-to-hub ORG/NAME`).
 
 `ScoreSet.load` reads such a folder, a bare parquet file, or a `save_to_disk` folder of `ScoreSet.dataset` (the
 metadata JSON is kept in `dataset.info.description`). `ScoreSet.join(train)` aligns the scores with a split,
@@ -196,31 +200,48 @@ class ScoreSet:
         return mistakes_report(self.scores, self.sample_idx, self.teacher_correct, fraction, seed)
 
     # -- disk ------------------------------------------------------------------------------------------------
-    def to_arrow(self) -> pa.Table:
-        """The columns as a pyarrow Table whose schema metadata carries the metadata JSON (and the HF features)."""
+    def to_arrow(self, metadata: dict[str, Any] | None = None) -> pa.Table:
+        """The columns as a pyarrow Table whose schema metadata carries the metadata JSON (and the HF features);
+        `metadata` replaces `self.metadata` there (`save` writes the public copy)."""
         table = pa.table({c: pa.array(v) for c, v in self._columns.items()})
         schema_metadata = {
-            METADATA_KEY: json.dumps(self.metadata, sort_keys=True).encode(),
+            METADATA_KEY: json.dumps(self.metadata if metadata is None else metadata, sort_keys=True).encode(),
             b"huggingface": json.dumps({"info": {"features": FEATURES.to_dict()}}).encode(),
         }
         return table.replace_schema_metadata(schema_metadata)
 
-    def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    def save(
+        self,
+        folder: str | os.PathLike,
+        overwrite: bool = False,
+        *,
+        repo_id: str | None = None,
+        template: str | None = None,
+    ) -> Path:
         """Write the Hub-ready folder (see the module docstring); returns it.
+
+        What is written holds no local path (`kd_zoo.hub.public_metadata`: the teacher's weights as a file name, a
+        zoo tag or an `hf-hub:` id); the fingerprints are kept. `repo_id` names the repo in the card's usage
+        snippet (default: `kd-zoo/<data>-<teacher>-<scorer>-scores`); `template` replaces the card template.
 
         Raises:
             FileExistsError: the folder already holds a score set or other files and `overwrite` is False.
+            kd_zoo.hub.CardTemplateError: the card template needs a field that is missing (nothing is written).
         """
+        from ..hub import public_metadata, score_set_card
+
         folder = Path(folder)
         if folder.exists() and any(folder.iterdir()) and not overwrite:
             raise FileExistsError(
                 f"{folder} is not empty; pass overwrite=True (recipes/score.py: --overwrite) or another folder"
             )
+        public = public_metadata(self.metadata)
+        card = score_set_card(public, num_rows=len(self), repo_id=repo_id, template=template)  # checked first
         (folder / "data").mkdir(parents=True, exist_ok=True)
         for stale in (folder / "data").glob("*.parquet"):  # other shard counts of an older score set
             stale.unlink()
-        pq.write_table(self.to_arrow(), folder / PARQUET_PATH)
-        (folder / "README.md").write_text(self.card(), encoding="utf-8")
+        pq.write_table(self.to_arrow(public), folder / PARQUET_PATH)
+        card.save(str(folder / "README.md"))
         return folder
 
     @classmethod
@@ -270,58 +291,13 @@ class ScoreSet:
         columns = {c: np.asarray(table.column(c).to_numpy(), dtype=_NUMPY_DTYPES[c]) for c in FEATURES}
         return cls(_dataset(columns), metadata)
 
-    def card(self) -> str:
-        """The README.md dataset card: YAML front matter (config + metadata), then a short description."""
-        meta = self.metadata
-        front = {
-            "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.parquet"}]}],
-            "tags": ["kd-zoo", "knowledge-distillation", "data-selection", "influence-scores"],
-            "kd_zoo": meta,
-        }
-        teacher, data = meta.get("teacher", {}), meta["data_fingerprint"]
-        mistakes = meta.get("teacher_mistakes") or {}
-        in_dt = (mistakes.get("in_distilled") or {}).get("highest")
-        lines = [
-            "---",
-            yaml.safe_dump(front, sort_keys=False).rstrip(),
-            "---",
-            "",
-            f"# `{meta['scorer']}` scores of {data.get('name')} / {data.get('split')} by {teacher.get('name')}",
-            "",
-            f"One score per training sample ({meta.get('num_rows', len(self))} rows), computed by kd_zoo "
-            f"{meta.get('kd_zoo_version')} for Data Selection (Lan et al., arXiv 2404.03693): the samples with the "
-            "highest scores are distilled from the teacher, the rest trained on their labels only.",
-            "",
-            "| column | meaning |",
-            "| --- | --- |",
-            f"| `{INDEX_COLUMN}` | the sample's index in the split (the join key) |",
-            f"| `{SCORE_COLUMN}` | the score (higher = harder) |",
-            f"| `{TEACHER_PRED_COLUMN}` | the teacher's top-1 class |",
-            f"| `{TEACHER_CORRECT_COLUMN}` | whether it equals the label |",
-            f"| `{LABEL_COLUMN}` | the label |",
-            "",
-            f"- Teacher: `{teacher.get('name')}`, weights `{teacher.get('weights')}`, fingerprint "
-            f"`{teacher.get('weights_fingerprint')}`",
-            f"- Data: `{data.get('name')}` split `{data.get('split')}`, content sha256 `{data.get('content_sha256')}`",
-            f"- Scorer settings: `{json.dumps(meta.get('settings', {}), sort_keys=True)}`",
-        ]
-        if mistakes:
-            lines.append(
-                f"- Teacher mistakes: {mistakes.get('count')} ({100 * mistakes.get('rate', 0):.2f} %); "
-                f"{in_dt} of them in the distilled {100 * mistakes.get('fraction', 0):.0f} % under the default "
-                f"selection (highest scores); by score decile (lowest first): {mistakes.get('by_score_decile')}"
-            )
-        lines += [
-            "",
-            "```python",
-            "from kd_zoo.selection import ScoreSet",
-            "scores = ScoreSet.load(FOLDER)  # or datasets.load_dataset(FOLDER, split='train')",
-            "aligned = scores.join(train_split, teacher_fingerprint=teacher)  # checks data, teacher and indices",
-            "distill_mask = aligned.distill_mask(fraction=0.8)  # for kd_zoo.engine.fit(distill_mask=...)",
-            "```",
-            "",
-        ]
-        return "\n".join(lines)
+    def card(self, repo_id: str | None = None, template: str | None = None) -> str:
+        """The README.md data set card (`kd_zoo.hub.score_set_card`, template `model_cards/scores_card.md`): YAML
+        front matter pinning `data/*.parquet` with the metadata under `kd_zoo:` (local paths reduced to names),
+        then the description and a usage snippet naming `repo_id` (default: the zoo's name for this score set)."""
+        from ..hub import score_set_card
+
+        return str(score_set_card(self.metadata, num_rows=len(self), repo_id=repo_id, template=template))
 
     # -- joining ---------------------------------------------------------------------------------------------
     def join(
