@@ -6,7 +6,9 @@
     teacher on the whole batch, fp32, CE 0.1 / KD 0.9 at T = 4;
 (b) kd_zoo's vanilla KD: `TensorBatchLoader` + `Distiller` with `kd`, DS off;
 (c) kd_zoo's KD + LR + DS at 80 % (the teacher runs on the 80 % distilled rows only);
-(d) the student alone with CE through the same loader (the floor).
+(d) the student alone with CE through the same loader (the floor);
+(e) as (c), with bf16 autocast (what `train.mixed_precision=bf16` does through Accelerate; not fp32, so outside
+    the goal's comparison: it shows what the option buys on a CPU with bf16 support).
 Each variant runs `--steps` timed steps after `--warmup` steps, alternating variants over `--reps` repetitions;
 the figure is the median step time. Random weights, 100 classes, CIFAR-size synthetic 32x32 images.
 """
@@ -117,7 +119,7 @@ def main() -> None:
 
         return step, loader
 
-    def ours_setup(method_lr_ds: tuple[bool, bool] | None):
+    def ours_setup(method_lr_ds: tuple[bool, bool] | None, bf16: bool = False):
         student = timm.create_model("lrds_resnet8x4", num_classes=100)
         if method_lr_ds is None:
             model = Supervised(student).train()
@@ -132,7 +134,8 @@ def main() -> None:
 
         def step(batch):
             m = mask[batch["sample_idx"]] if use_mask else None
-            out = model(batch["image"], batch["label"], m, teacher=teacher, ctx=ctx)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model(batch["image"], batch["label"], m, teacher=teacher, ctx=ctx)
             opt.zero_grad()
             out.loss.backward()
             opt.step()
@@ -144,6 +147,7 @@ def main() -> None:
         "(b) kd_zoo KD": lambda: ours_setup((False, False)),
         "(c) kd_zoo KD + LR + DS 80 %": lambda: ours_setup((True, True)),
         "(d) student alone, CE (floor)": lambda: ours_setup(None),
+        "(e) kd_zoo KD + LR + DS 80 %, bf16 autocast": lambda: ours_setup((True, True), bf16=True),
     }
     results: dict[str, list[float]] = {name: [] for name in variants}
     load_before = os.getloadavg()
@@ -154,7 +158,10 @@ def main() -> None:
     load_after = os.getloadavg()
 
     medians = {name: statistics.median(t) * 1000 for name, t in results.items()}
-    a = medians[next(iter(medians))]
+    quartiles = {name: statistics.quantiles([1000 * x for x in t], n=4) for name, t in results.items()}
+    a, b, c, d = (medians[name] for name in list(medians)[:4])
+    teacher_share = (b - d) / b
+    bound = a / (d + 0.8 * (b - d))
     lines = [
         "# Training step speed: ResNet32x4 -> ResNet8x4, batch 64, CPU",
         "",
@@ -171,13 +178,22 @@ def main() -> None:
         f"{args.reps} x {args.steps} timed steps per variant (after {args.warmup} warm-up steps each), variants "
         "alternating",
         "",
-        "| variant | ms / step | speed-up vs (a) |",
-        "| --- | ---: | ---: |",
-        *[f"| {name} | {ms:.0f} | {a / ms:.2f}x |" for name, ms in medians.items()],
+        "| variant | ms / step (median) | quartiles | speed-up vs (a) |",
+        "| --- | ---: | ---: | ---: |",
+        *[
+            f"| {name} | {ms:.0f} | {quartiles[name][0]:.0f}-{quartiles[name][2]:.0f} | {a / ms:.2f}x |"
+            for name, ms in medians.items()
+        ],
         "",
-        f"Goals: (c) at least 1.3x faster than (a): {'met' if a / medians[list(medians)[2]] >= 1.3 else 'NOT met'} "
-        f"({a / medians[list(medians)[2]]:.2f}x); (b) no slower than (a): "
-        f"{'met' if medians[list(medians)[1]] <= a else 'NOT met'} ({a / medians[list(medians)[1]]:.2f}x).",
+        f"Where the time goes: the teacher's forward pass is about {100 * teacher_share:.0f} % of a KD step here "
+        "((b) - (d)). Data Selection at 80 % removes 20 % of that share, so in fp32 the best (c) can do against (a) "
+        f"is about {bound:.2f}x; (a)'s per-sample data pipeline is not the bottleneck on this CPU (it would be on a "
+        "GPU, where the step is far shorter). bf16 autocast (e), an option of the recipes, halves the conv time on "
+        "a CPU with bf16 support.",
+        "",
+        f"Goals: (c) at least 1.3x faster than (a): {'met' if a / c >= 1.3 else 'NOT met'} ({a / c:.2f}x); "
+        f"(b) no slower than (a): {'met' if b <= a else 'NOT met'} ({a / b:.2f}x; the quartiles show how much "
+        "steps vary on this shared machine).",
         "",
         "Every step (ms):",
         "",

@@ -1,8 +1,8 @@
 """The one distillation step: any method, with Label Revision on or off, with Data Selection on or off.
 
 As in the LR+DS paper's Fig. 1 and Algorithm 1 (arXiv 2404.03693): each batch carries a boolean distill mask
-(True = the sample is in Dt, the teacher-supervised part; False = Ds, ground truth only). The student runs on
-the whole batch; the teacher runs, without gradients, only on the Dt rows (so DS saves teacher compute); Ds rows
+(True = the sample is in Dt, the teacher-supervised part; False = Ds, ground truth only). The teacher runs,
+without gradients, only on the Dt rows (so DS saves teacher compute); the student runs on the whole batch; Ds rows
 get plain CE; Dt rows get the method's terms, with LR applied as the method declares
 (`DistillMethod.label_revision`, see `kd_zoo.revision`). Every term is returned by name.
 
@@ -98,22 +98,26 @@ class Distiller(nn.Module):
     ) -> StepOutput:
         batch = images.shape[0]
         mask = self._check_inputs(images, labels, distill_mask, teacher)
+        num_distilled = int(mask.sum())
+        rows = mask if num_distilled < batch else slice(None)
+        # The teacher first: its temporaries are freed before the student's activations are held for backward,
+        # which measured ~9 % faster per step on CPU than the other order (benchmarks/train_step_speed.py).
+        teacher_out = None
+        if num_distilled:
+            with torch.no_grad():
+                teacher_out = run_model(teacher, images[rows], self.method.teacher_request)
         student_out = run_model(self.student, images, self.method.student_request)
         num_classes = student_out.logits.shape[1]
         lo, hi = labels.aminmax()
         if lo < 0 or hi >= num_classes:
             raise ValueError(f"labels must lie in [0, {num_classes}), found min {int(lo)} and max {int(hi)}")
 
-        num_distilled = int(mask.sum())
         share = (lambda n: n / batch) if self.ds_weighting == "share" else (lambda n: 1.0 if n else 0.0)
         terms: dict[str, Tensor] = {}
         if num_distilled < batch:
             keep = ~mask
             terms["loss_ce_ds"] = share(batch - num_distilled) * cross_entropy(student_out.logits[keep], labels[keep])
-        if num_distilled:
-            rows = mask if num_distilled < batch else slice(None)
-            with torch.no_grad():
-                teacher_out = run_model(teacher, images[rows], self.method.teacher_request)
+        if teacher_out is not None:
             if teacher_out.logits.shape[1] != num_classes:
                 raise ValueError(
                     f"teacher logits have {teacher_out.logits.shape[1]} classes, student logits {num_classes}: "
