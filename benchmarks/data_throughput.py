@@ -34,6 +34,7 @@ import numpy as np
 import timm
 import torch
 import torchvision
+from _machine import cpu_model, load_average
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
@@ -145,23 +146,6 @@ def synthetic_cifar(n: int) -> TensorImageSet:
         class_names=[str(i) for i in range(100)],
         fingerprint={},
     )
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    try:
-        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def main() -> None:

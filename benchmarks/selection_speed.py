@@ -41,6 +41,7 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
+from _machine import cpu_model, load_average
 from scipy.stats import spearmanr
 
 import kd_zoo  # noqa: F401  (registers the lrds_* models in timm)
@@ -190,23 +191,6 @@ def peak_memory_child(arch: str, rows: int, classes: int, reps: int) -> None:
     result["numpy_peak"] = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     print(json.dumps(result))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    try:
-        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ import timm
 import torch
 import torch.nn.functional as F
 import torchvision
+from _machine import cpu_model, load_average
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -150,12 +151,12 @@ def main() -> None:
         "(e) kd_zoo KD + LR + DS 80 %, bf16 autocast": lambda: ours_setup((True, True), bf16=True),
     }
     results: dict[str, list[float]] = {name: [] for name in variants}
-    load_before = os.getloadavg()
+    load_before = load_average()
     for _ in range(args.reps):
         for name, setup in variants.items():
             step, batches = setup()
             results[name].extend(time_steps(step, batches, args.warmup, args.steps))
-    load_after = os.getloadavg()
+    load_after = load_average()
 
     medians = {name: statistics.median(t) * 1000 for name, t in results.items()}
     quartiles = {name: statistics.quantiles([1000 * x for x in t], n=4) for name, t in results.items()}
@@ -169,8 +170,8 @@ def main() -> None:
         f"{args.workers}` (from the repository root), written by the script.",
         "",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Machine: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), no GPU; load average "
-        f"{', '.join(f'{v:.2f}' for v in load_before)} before, {', '.join(f'{v:.2f}' for v in load_after)} after",
+        f"- Machine: {os.cpu_count()} CPUs ({cpu_model()}), no GPU; load average {load_before} before, "
+        f"{load_after} after",
         f"- Software: Python {platform.python_version()}, torch {torch.__version__}, timm {timm.__version__}, "
         f"kd_zoo {kd_zoo.__version__}; {torch.get_num_threads()} torch threads; (a) uses {args.workers} DataLoader "
         "workers",

@@ -19,8 +19,8 @@ import kd_zoo
 from kd_zoo.checkpoints import load_model, weights_fingerprint
 from kd_zoo.config import load_config
 from kd_zoo.engine import Distiller, Supervised
-from kd_zoo.engine.loop import evaluate_accuracy, fit, step_lr
-from kd_zoo.engine.setup import build_data, hardware_summary, sgd, start_run
+from kd_zoo.engine.loop import evaluate_accuracy, fit, scaled_milestones, step_lr
+from kd_zoo.engine.setup import build_recipe_data, hardware_summary, sgd, start_run
 from kd_zoo.hub import export_model, publish_folder, run_card_fields
 from kd_zoo.methods import create_method
 from kd_zoo.revision import LabelRevision
@@ -39,21 +39,10 @@ def main() -> None:
     accelerator, run_dir = start_run(cfg, "distill")
 
     # Data: both splits, the loaders, the class names; normalised as the student expects.
-    probe = kd_zoo.create_model(cfg.student.model, num_classes=1)
-    data = build_data(
-        accelerator,
-        cfg.data.name,
-        batch_size=cfg.train.batch_size,
-        eval_batch_size=cfg.data.eval_batch_size,
-        seed=cfg.train.seed,
-        mean=probe.pretrained_cfg["mean"],
-        std=probe.pretrained_cfg["std"],
-        revision=cfg.data.revision,
-        label=cfg.data.label,
-        num_workers=cfg.data.num_workers,
-    )
+    data = build_recipe_data(accelerator, cfg, cfg.student.model)
 
-    # Teacher: given weights, or (demo only) trained here with cross-entropy for a few epochs.
+    # Teacher: given weights, or (demo only) trained here with cross-entropy for a few epochs, on the recipe's
+    # decay schedule scaled to them.
     if cfg.teacher.weights is None and cfg.data.name is None:
         teacher = kd_zoo.create_model(cfg.teacher.model, num_classes=data.num_classes)
         trainable = Supervised(teacher)
@@ -66,7 +55,7 @@ def main() -> None:
             data.train_loader,
             data.eval_loader,
             num_epochs=cfg.teacher.train_epochs,
-            lr_schedule=step_lr(cfg.teacher.train_lr, []),
+            lr_schedule=step_lr(cfg.teacher.train_lr, scaled_milestones(cfg.teacher.train_epochs)),
             run_dir=run_dir / "teacher",
             checkpoint_every=cfg.teacher.train_epochs,
             resume=cfg.run.resume,
@@ -91,8 +80,8 @@ def main() -> None:
                 cfg.selection.scorer,
                 batch_size=cfg.data.eval_batch_size,
                 accelerator=accelerator,
-                mean=probe.pretrained_cfg["mean"],
-                std=probe.pretrained_cfg["std"],
+                mean=data.mean,
+                std=data.std,
                 weights=cfg.teacher.weights,
                 fraction=cfg.selection.fraction,
             )

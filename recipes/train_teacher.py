@@ -16,7 +16,7 @@ import kd_zoo
 from kd_zoo.config import load_config
 from kd_zoo.engine import Supervised
 from kd_zoo.engine.loop import fit, step_lr
-from kd_zoo.engine.setup import build_data, hardware_summary, sgd, start_run
+from kd_zoo.engine.setup import build_recipe_data, hardware_summary, sgd, start_run
 from kd_zoo.hub import export_model, publish_folder, run_card_fields
 from kd_zoo.zoo import weight_tag
 
@@ -33,19 +33,7 @@ def main() -> None:
         cfg.run.output_dir = "runs/demo_teacher"
 
     accelerator, run_dir = start_run(cfg, "train_teacher")
-    probe = kd_zoo.create_model(cfg.teacher.model, num_classes=1)
-    data = build_data(
-        accelerator,
-        cfg.data.name,
-        batch_size=cfg.train.batch_size,
-        eval_batch_size=cfg.data.eval_batch_size,
-        seed=cfg.train.seed,
-        mean=probe.pretrained_cfg["mean"],
-        std=probe.pretrained_cfg["std"],
-        revision=cfg.data.revision,
-        label=cfg.data.label,
-        num_workers=cfg.data.num_workers,
-    )
+    data = build_recipe_data(accelerator, cfg, cfg.teacher.model)
     model = kd_zoo.create_model(cfg.teacher.model, num_classes=data.num_classes)
 
     trainable = Supervised(model)

@@ -72,6 +72,41 @@ def test_step_lr_is_crd_schedule():
     )
 
 
+def test_scaled_milestones():
+    from kd_zoo.engine.loop import scaled_milestones
+
+    assert scaled_milestones(240) == [150, 180, 210]
+    assert scaled_milestones(8) == [5, 6, 7] and scaled_milestones(2) == [1] and scaled_milestones(1) == []
+
+
+def test_bf16_autocast_and_channels_last_on_cpu(demo, tmp_path):
+    """The mixed-precision and memory-format options run end to end (on the CPU: bf16 autocast)."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    acc = Accelerator(cpu=True, mixed_precision="bf16")
+    student = timm.create_model("lrds_resnet8", num_classes=10).to(memory_format=torch.channels_last)
+    teacher = freeze(timm.create_model("lrds_resnet14", num_classes=10))
+    distiller = Distiller(student, create_method("kd", student, teacher))
+    optimizer = sgd(distiller, 0.05)
+    distiller, optimizer = acc.prepare(distiller, optimizer)
+    train_loader, eval_loader = _loaders(demo)
+    result = fit(
+        acc,
+        distiller,
+        optimizer,
+        train_loader,
+        eval_loader,
+        teacher=teacher,
+        num_epochs=1,
+        lr_schedule=step_lr(0.05, []),
+        run_dir=tmp_path / "run",
+        progress=False,
+        channels_last=True,
+    )
+    assert result.history[0]["eval_count"] == 360 and 0 <= result.last_top1 <= 100
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in distiller.parameters())
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def test_fit_trains_evaluates_logs_and_checkpoints(accelerator, demo, tmp_path):
     run_dir = tmp_path / "run"
     student, result = _run(accelerator, demo, run_dir, epochs=2, checkpoint_every=1)

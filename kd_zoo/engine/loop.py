@@ -37,6 +37,11 @@ def step_lr(base_lr: float, milestones: Sequence[int] = (150, 180, 210), gamma: 
     return lambda epoch: base_lr * gamma ** sum(epoch >= m for m in milestones)
 
 
+def scaled_milestones(epochs: int, milestones: Sequence[int] = (150, 180, 210), total: int = 240) -> list[int]:
+    """The CIFAR-100 recipe's decay epochs (150/180/210 of 240) scaled to a run of `epochs` epochs."""
+    return sorted({max(1, round(epochs * m / total)) for m in milestones if round(epochs * m / total) < epochs})
+
+
 @dataclass
 class FitResult:
     """What a run achieved. Accuracies are percentages."""

@@ -54,6 +54,8 @@ class RunData:
     class_names: list[str]
     fingerprint: dict[str, Any]
     name: str
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
     @property
     def num_train(self) -> int:
@@ -90,7 +92,9 @@ def build_data(
         common = dict(mean=mean, std=std, device=device, **shard)
         train_loader = TensorBatchLoader(train, batch_size, train=True, seed=seed, **common)
         eval_loader = TensorBatchLoader(test, eval_batch_size, train=False, seed=seed, **common)
-        return RunData(train, train_loader, eval_loader, len(class_names), class_names, train.fingerprint, name)
+        return RunData(
+            train, train_loader, eval_loader, len(class_names), class_names, train.fingerprint, name, mean, std
+        )
 
     per_process = batch_size // accelerator.num_processes
     if per_process * accelerator.num_processes != batch_size:
@@ -101,7 +105,28 @@ def build_data(
     eval_loader = make_image_dataloader(eval_ds, eval_per_process, train=False, **loader_args)
     train_loader, eval_loader = accelerator.prepare(train_loader, eval_loader)
     fingerprint = dataset_fingerprint(train_ds, name=name, split=train_split, revision=revision)
-    return RunData(train_ds, train_loader, eval_loader, len(class_names), class_names, fingerprint, name)
+    return RunData(train_ds, train_loader, eval_loader, len(class_names), class_names, fingerprint, name, mean, std)
+
+
+def build_recipe_data(accelerator: Accelerator, cfg: Any, model_name: str) -> RunData:
+    """`build_data` from a recipe config, normalised as `model_name` expects (its pretrained_cfg mean / std)."""
+    from ..factory import create_model
+
+    probe = create_model(model_name, num_classes=1).pretrained_cfg
+    return build_data(
+        accelerator,
+        cfg.data.name,
+        batch_size=cfg.train.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        seed=cfg.train.seed,
+        mean=tuple(probe["mean"]),
+        std=tuple(probe["std"]),
+        revision=cfg.data.revision,
+        label=cfg.data.label,
+        train_split=cfg.data.train_split,
+        eval_split=cfg.data.eval_split,
+        num_workers=cfg.data.num_workers,
+    )
 
 
 def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.SGD:
