@@ -174,5 +174,6 @@ def hardware_summary(accelerator: Accelerator) -> str:
     if accelerator.device.type == "cuda":
         device = torch.cuda.get_device_name(accelerator.device)
     else:
-        device = f"{platform.processor() or platform.machine()} CPU ({torch.get_num_threads()} threads)"
+        threads = torch.get_num_threads()
+        device = f"{platform.processor() or platform.machine()} CPU ({threads} thread{'s' if threads != 1 else ''})"
     return f"{accelerator.num_processes} x {device}"
