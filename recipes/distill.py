@@ -20,7 +20,7 @@ from kd_zoo.checkpoints import load_model, weights_fingerprint
 from kd_zoo.config import load_config
 from kd_zoo.engine import Distiller, Supervised
 from kd_zoo.engine.loop import evaluate_accuracy, fit, scaled_milestones, step_lr
-from kd_zoo.engine.setup import build_recipe_data, hardware_summary, sgd, start_run
+from kd_zoo.engine.setup import build_recipe_data, fit_options, hardware_summary, sgd, start_run
 from kd_zoo.hub import export_model, publish_folder, run_card_fields
 from kd_zoo.methods import create_method
 from kd_zoo.revision import LabelRevision
@@ -114,14 +114,8 @@ def main() -> None:
         data.eval_loader,
         teacher=teacher,
         distill_mask=distill_mask,
-        num_epochs=cfg.train.epochs,
-        lr_schedule=step_lr(cfg.train.lr, cfg.train.milestones, cfg.train.lr_decay),
         run_dir=run_dir,
-        checkpoint_every=cfg.run.checkpoint_every,
-        keep_last=cfg.run.keep_last,
-        resume=cfg.run.resume,
-        log_every=cfg.run.log_every,
-        channels_last=cfg.train.channels_last,
+        **fit_options(cfg),
     )
 
     if accelerator.is_main_process:

@@ -15,8 +15,8 @@ from pathlib import Path
 import kd_zoo
 from kd_zoo.config import load_config
 from kd_zoo.engine import Supervised
-from kd_zoo.engine.loop import fit, step_lr
-from kd_zoo.engine.setup import build_recipe_data, hardware_summary, sgd, start_run
+from kd_zoo.engine.loop import fit
+from kd_zoo.engine.setup import build_recipe_data, fit_options, hardware_summary, sgd, start_run
 from kd_zoo.hub import export_model, publish_folder, run_card_fields
 from kd_zoo.zoo import weight_tag
 
@@ -45,14 +45,8 @@ def main() -> None:
         optimizer,
         data.train_loader,
         data.eval_loader,
-        num_epochs=cfg.train.epochs,
-        lr_schedule=step_lr(cfg.train.lr, cfg.train.milestones, cfg.train.lr_decay),
         run_dir=run_dir,
-        checkpoint_every=cfg.run.checkpoint_every,
-        keep_last=cfg.run.keep_last,
-        resume=cfg.run.resume,
-        log_every=cfg.run.log_every,
-        channels_last=cfg.train.channels_last,
+        **fit_options(cfg),
     )
 
     if accelerator.is_main_process:

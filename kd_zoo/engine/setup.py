@@ -168,6 +168,21 @@ def start_run(cfg: Any, project: str) -> tuple[Accelerator, Path]:
     return accelerator, run_dir
 
 
+def fit_options(cfg: Any) -> dict[str, Any]:
+    """`fit` keyword arguments from a recipe config's `train` and `run` sections."""
+    from .loop import step_lr
+
+    return dict(
+        num_epochs=cfg.train.epochs,
+        lr_schedule=step_lr(cfg.train.lr, cfg.train.milestones, cfg.train.lr_decay),
+        checkpoint_every=cfg.run.checkpoint_every,
+        keep_last=cfg.run.keep_last,
+        resume=cfg.run.resume,
+        log_every=cfg.run.log_every,
+        channels_last=cfg.train.channels_last,
+    )
+
+
 def hardware_summary(accelerator: Accelerator) -> str:
     import platform
 
