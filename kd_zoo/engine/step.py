@@ -41,6 +41,13 @@ def run_model(model: nn.Module, images: Tensor, request: FeatureRequest) -> Mode
     return ModelOutputs(logits=model.forward_head(features), stages=stages, pooled=pooled)
 
 
+def check_label_range(labels: Tensor, num_classes: int) -> None:
+    """Labels must index the logits: a clear error instead of a crash (or a device assert) inside the loss."""
+    lo, hi = labels.aminmax()
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}), found min {int(lo)} and max {int(hi)}")
+
+
 def freeze(model: nn.Module) -> nn.Module:
     """Teacher set-up: evaluation mode, no gradients."""
     model.eval()
@@ -108,9 +115,7 @@ class Distiller(nn.Module):
                 teacher_out = run_model(teacher, images[rows], self.method.teacher_request)
         student_out = run_model(self.student, images, self.method.student_request)
         num_classes = student_out.logits.shape[1]
-        lo, hi = labels.aminmax()
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(f"labels must lie in [0, {num_classes}), found min {int(lo)} and max {int(hi)}")
+        check_label_range(labels, num_classes)
 
         share = (lambda n: n / batch) if self.ds_weighting == "share" else (lambda n: 1.0 if n else 0.0)
         terms: dict[str, Tensor] = {}
@@ -186,8 +191,6 @@ class Supervised(nn.Module):
         logits = self.student(images)
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
-        lo, hi = labels.aminmax()
-        if lo < 0 or hi >= logits.shape[1]:
-            raise ValueError(f"labels must lie in [0, {logits.shape[1]}), found min {int(lo)} and max {int(hi)}")
+        check_label_range(labels, logits.shape[1])
         loss = cross_entropy(logits, labels)
         return StepOutput(loss, {"loss_ce": loss}, logits.detach(), 0)
