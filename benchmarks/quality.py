@@ -37,9 +37,17 @@ from accelerate.utils import set_seed
 
 import kd_zoo
 from kd_zoo.data import TensorBatchLoader, load_tensor_split
-from kd_zoo.engine import Distiller, Supervised, freeze
-from kd_zoo.engine.loop import evaluate_accuracy, fit, step_lr
-from kd_zoo.engine.setup import sgd
+from kd_zoo.engine import (
+    Distiller,
+    FitOptions,
+    Supervised,
+    evaluate_accuracy,
+    fit,
+    freeze,
+    sgd,
+    step_lr,
+    train_supervised,
+)
 from kd_zoo.methods import create_method
 from kd_zoo.revision import LabelRevision
 from kd_zoo.selection import score_dataset
@@ -90,24 +98,14 @@ def _loaders(train, test, seed):
 
 def train_teacher(accelerator, train, test, epochs, work):
     set_seed(0)
-    model = Supervised(timm.create_model(TEACHER, num_classes=len(train.class_names)))
-    optimizer = sgd(model, 0.05)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model = timm.create_model(TEACHER, num_classes=len(train.class_names))
     train_loader, test_loader = _loaders(train, test, 0)
     milestones = [round(0.6 * epochs), round(0.8 * epochs)]
-    fit(
-        accelerator,
-        model,
-        optimizer,
-        train_loader,
-        test_loader,
-        num_epochs=epochs,
-        lr_schedule=step_lr(0.05, milestones),
-        run_dir=work / "teacher",
-        progress=False,
-        log_every=10**9,
+    options = FitOptions(epochs, step_lr(0.05, milestones), progress=False, log_every=10**9)
+    teacher, _ = train_supervised(
+        accelerator, model, train_loader, test_loader, options, run_dir=work / "teacher", lr=0.05
     )
-    teacher = freeze(accelerator.unwrap_model(model).student)
+    teacher = freeze(teacher)
     accelerator.free_memory()
     return teacher
 
@@ -126,20 +124,17 @@ def run_variant(accelerator, variant, seed, teacher, train, test, scores, epochs
     train_loader, test_loader = _loaders(train, test, seed)
     milestones = [round(0.6 * epochs), round(0.8 * epochs)]
     start = time.perf_counter()
+    options = FitOptions(epochs, step_lr(0.05, milestones), progress=False, log_every=10**9, checkpoint_every=10**9)
     result = fit(
         accelerator,
         model,
         optimizer,
         train_loader,
         test_loader,
+        options,
+        run_dir=work / f"{variant.name}_{seed}",
         teacher=teacher,
         distill_mask=mask,
-        num_epochs=epochs,
-        lr_schedule=step_lr(0.05, milestones),
-        run_dir=work / f"{variant.name}_{seed}",
-        progress=False,
-        log_every=10**9,
-        checkpoint_every=10**9,
     )
     seconds = time.perf_counter() - start
     accelerator.free_memory()

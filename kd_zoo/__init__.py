@@ -3,9 +3,8 @@
 Importing the package registers the CIFAR zoo in timm (`timm.create_model('lrds_resnet8x4')`).
 """
 
-from . import models, zoo
-from .factory import create_model, list_models
+from . import models
+from .loading import create_model, list_models, load_model, weights_fingerprint
+from .version import __version__
 
-__version__ = "0.1.0"
-
-__all__ = ["__version__", "create_model", "list_models", "models", "zoo"]
+__all__ = ["__version__", "create_model", "list_models", "load_model", "models", "weights_fingerprint"]

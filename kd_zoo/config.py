@@ -7,19 +7,24 @@ is named with the valid ones. The resolved config is saved next to the run.
     cfg = load_config("recipes/configs/cifar100/resnet32x4-resnet8x4/lrds.yaml", ["train.epochs=10"])
 
 A file may start from another with `base: ../base.yaml` (relative to itself); its own keys then override.
+Defaults are the library's own (imported, never written twice): the paper's CIFAR-100 recipe.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
 
+from .engine.loop import CIFAR100_EPOCHS, CIFAR100_MILESTONES, LR_DECAY, MOMENTUM, WEIGHT_DECAY
+from .pairs import CIFAR100_LR
 from .registry import close_matches
+from .revision import ETA, LAMBDA1, LAMBDA2
+from .selection import DEFAULT_FRACTION, DEFAULT_SCORER, DEFAULT_STRATEGY
 
 
 @dataclass
@@ -43,7 +48,7 @@ class TeacherConfig:
     model: str = "lrds_resnet32x4"
     weights: str | None = None
     train_epochs: int = 30  # only when a teacher is trained on the fly (x0.1 at 150/180/210 of 240, scaled)
-    train_lr: float = 0.05
+    train_lr: float = CIFAR100_LR
 
 
 @dataclass
@@ -61,9 +66,9 @@ class MethodConfig:
 @dataclass
 class LabelRevisionConfig:
     enabled: bool = True
-    eta: float | str = 0.8  # Table IX; or "pt_max" / "pt_target"
-    lambda1: float = 4.0  # Table VIII
-    lambda2: float = 1.0  # Table VIII
+    eta: float | str = ETA  # Table IX; or "pt_max" / "pt_target"
+    lambda1: float = LAMBDA1  # Table VIII
+    lambda2: float = LAMBDA2  # Table VIII
 
 
 @dataclass
@@ -71,22 +76,22 @@ class SelectionConfig:
     """scores: a saved score set (folder / Hub id), or null to compute it with `scorer` before training."""
 
     enabled: bool = True
-    fraction: float = 0.8  # Table II: 80 % distilled
-    strategy: str = "highest"  # Table II: highest, lowest or random
-    scorer: str = "influence"
+    fraction: float = DEFAULT_FRACTION  # Table II: 80 % distilled
+    strategy: str = DEFAULT_STRATEGY  # Table II: highest, lowest or random
+    scorer: str = DEFAULT_SCORER
     scores: str | None = None
     seed: int = 0
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 240
+    epochs: int = CIFAR100_EPOCHS
     batch_size: int = 64
-    lr: float = 0.05  # 0.01 for MobileNet / ShuffleNet students
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    milestones: list[int] = field(default_factory=lambda: [150, 180, 210])
-    lr_decay: float = 0.1
+    lr: float = CIFAR100_LR  # 0.01 for MobileNet / ShuffleNet students (kd_zoo.pairs.cifar100_lr)
+    momentum: float = MOMENTUM
+    weight_decay: float = WEIGHT_DECAY
+    milestones: list[int] = field(default_factory=lambda: list(CIFAR100_MILESTONES))
+    lr_decay: float = LR_DECAY
     seed: int = 0
     ds_weighting: str = "share"
     gradient_accumulation_steps: int = 1
@@ -208,5 +213,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
-def config_summary(cfg: RecipeConfig) -> str:
-    return json.dumps(cfg.to_dict(), indent=2, default=str)
+def parse_recipe_args(description: str, default_config: str | Path, argv: list[str] | None = None) -> RecipeConfig:
+    """The recipes' command line: `--config FILE` (default: `default_config`) and `section.key=value` overrides."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default=str(default_config), help="a recipe YAML file (default: the demo)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.epochs=10")
+    args = parser.parse_args(argv)
+    return load_config(args.config, args.overrides)

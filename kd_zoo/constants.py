@@ -3,6 +3,9 @@
 # Hugging Face Hub organisation that hosts the zoo's weights and score sets.
 HF_ORG = "kd-zoo"
 
+# Every kd_zoo architecture is registered in timm as MODEL_PREFIX + <arch> (`lrds_resnet8x4`).
+MODEL_PREFIX = "lrds_"
+
 # CIFAR-100 normalisation of the CRD / RepDistiller recipes (shared/reference/architectures.md).
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)

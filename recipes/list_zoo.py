@@ -10,6 +10,7 @@ import timm
 import torch
 
 import kd_zoo
+from kd_zoo.pairs import pretrained_tags
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
         assert logits.shape == (1, args.num_classes)
         params = sum(p.numel() for p in model.parameters())
         shapes = ", ".join("x".join(map(str, f.shape[1:])) for f in stages)
-        tags = ", ".join(kd_zoo.zoo.pretrained_tags(name))
+        tags = ", ".join(pretrained_tags(name))
         rows.append((name, f"{params:,}", shapes, str(model.num_features), tags))
 
     header = ("model", "params", "stage outputs", "pooled", "weight tags (default first)")

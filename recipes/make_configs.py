@@ -7,7 +7,7 @@ Variants per CIFAR-100 pair (paper Tables III-VI): vanilla KD with LR and/or DS 
 `lrds` = KD + LR + DS, the zoo's default students); the logit methods with DS only (`<m>`, `<m>_ds`, as in the
 paper); the feature methods with LR + DS (`<m>`, `<m>_lrds`; PKT also `pkt_lr`, `pkt_ds` for Table III).
 ImageNet (Table VII): ResNet34 / ResNet50 -> ResNet18 with KD, LR, CTKD, VID, SRRL, SemCKD and SRRL+LR, CTKD+LR.
-The values come from kd_zoo.zoo (pairs, learning rates, DKD's per-pair beta) and shared/reference/methods.md.
+The values come from kd_zoo.pairs (pairs, learning rates, DKD's per-pair beta) and shared/reference/methods.md.
 """
 
 import argparse
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from kd_zoo.zoo import CIFAR100_PAIRS, dkd_beta
+from kd_zoo.pairs import CIFAR100_PAIRS, cifar100_lr, dkd_beta
 
 ROOT = Path(__file__).parent / "configs"
 HEADER = "# Written by recipes/make_configs.py: edit the script, not this file.\n"
@@ -85,11 +85,10 @@ def all_files() -> dict[Path, dict]:
     files: dict[Path, dict] = {ROOT / "cifar100" / "base.yaml": CIFAR_BASE}
     archs = sorted({a for p in CIFAR100_PAIRS for a in (p.teacher, p.student)})
     for arch in archs:
-        lr = 0.01 if arch.startswith(("mobilenet", "shufflenet")) else 0.05
         files[ROOT / "cifar100" / "teachers" / f"{arch}.yaml"] = {
             "base": "../base.yaml",
             "teacher": {"model": f"lrds_{arch}"},
-            "train": {"lr": lr},
+            "train": {"lr": cifar100_lr(arch)},
             "run": {"output_dir": f"runs/cifar100/teachers/{arch}"},
         }
     for pair in CIFAR100_PAIRS:
@@ -136,7 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     files = all_files()
     stale = [p for p, v in files.items() if not p.is_file() or p.read_text() != render(v)]
-    extra = sorted(set(ROOT.rglob("*.yaml")) - set(files) - {ROOT / "demo.yaml"})
+    extra = sorted(set(ROOT.rglob("*.yaml")) - set(files) - {ROOT / "demo.yaml", ROOT / "demo_teacher.yaml"})
     if args.check:
         for path in stale + extra:
             print(f"out of date: {path}")

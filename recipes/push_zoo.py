@@ -23,8 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from kd_zoo.constants import HF_ORG
-from kd_zoo.hub import CardTemplateError, PublishError
-from kd_zoo.zoo_table import ZooRunError, collect_zoo, publish_zoo, readme_section, table_texts
+from kd_zoo.hub import (
+    CardTemplateError,
+    PublishError,
+    RunFolderError,
+    collect_runs,
+    publish_runs,
+    readme_section,
+    table_texts,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,12 +55,12 @@ def main(argv: list[str] | None = None, api: Any = None) -> int:
     """Returns the exit status; `api` replaces `huggingface_hub.HfApi()` (tests pass a recording object)."""
     args = parse_args(argv)
     try:
-        zoo = collect_zoo(args.runs_dir)
-        texts = table_texts(zoo, args.org, readme=args.readme, table=args.table)  # refuses a README without markers
-        print(f"{len(zoo.models)} finished run(s), {len(zoo.score_sets)} score set(s) under {args.runs_dir}")
+        runs = collect_runs(args.runs_dir)
+        texts = table_texts(runs, args.org, readme=args.readme, table=args.table)  # refuses a README without markers
+        print(f"{len(runs.models)} finished run(s), {len(runs.score_sets)} score set(s) under {args.runs_dir}")
         if not args.write_table_only:
-            publish_zoo(
-                zoo,
+            publish_runs(
+                runs,
                 args.org,
                 api=api,
                 overwrite=args.overwrite,
@@ -62,12 +69,12 @@ def main(argv: list[str] | None = None, api: Any = None) -> int:
             )
         if args.dry_run:
             print(f"dry run: would write {', '.join(str(p) for p in texts)}; the README section:\n")
-            print(readme_section(zoo, args.org))
+            print(readme_section(runs, args.org))
             return 0
         for path, text in texts.items():
             path.write_text(text, encoding="utf-8")
             print(f"wrote {path}")
-    except (ZooRunError, PublishError, CardTemplateError) as err:
+    except (RunFolderError, PublishError, CardTemplateError) as err:
         print(f"push_zoo: error: {err}", file=sys.stderr)
         return 1
     return 0

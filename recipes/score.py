@@ -28,12 +28,10 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from kd_zoo import create_model
-from kd_zoo.checkpoints import load_model
-from kd_zoo.constants import CIFAR100_MEAN, CIFAR100_STD
+from kd_zoo import create_model, load_model
 from kd_zoo.data import load_tensor_split
-from kd_zoo.hub import PublishError, publish_folder, require_token
-from kd_zoo.selection import SCORERS, make_scorer, score_dataset
+from kd_zoo.hub import PublishError, export_scores, publish_folder, resolve_token
+from kd_zoo.selection import SCORERS, make_scorer, score_dataset_multi
 
 
 def parse_args() -> argparse.Namespace:
@@ -87,7 +85,7 @@ def main() -> None:
     args = parse_args()
     if args.push_to_hub and not args.dry_run:
         try:  # before the scoring pass: without a token, nothing is computed, written or uploaded
-            require_token()
+            resolve_token()
         except PublishError as err:
             sys.exit(f"score.py: {err}")
     accelerator = Accelerator(cpu=args.cpu)
@@ -114,17 +112,13 @@ def main() -> None:
         accepted = inspect.signature(SCORERS.get(name)).parameters
         scorers.append(make_scorer(name, **{k: v for k, v in options.items() if v is not None and k in accepted}))
 
-    # the teacher's own input normalisation (timm's pretrained_cfg), CIFAR-100's for the zoo
-    cfg = getattr(teacher, "pretrained_cfg", None) or {}
     start = time.perf_counter()
-    results = score_dataset(
+    results = score_dataset_multi(  # normalised as the teacher's pretrained_cfg says (CIFAR-100's for the zoo)
         teacher,
         train,
         scorers,
         batch_size=args.batch_size,
         accelerator=accelerator,
-        mean=cfg.get("mean", CIFAR100_MEAN),
-        std=cfg.get("std", CIFAR100_STD),
         teacher_name=args.teacher,
         weights=weights,
         memory_limit_bytes=int(args.memory_limit_mb * 2**20),
@@ -137,8 +131,8 @@ def main() -> None:
         out = Path(args.output_dir)
         targets = repo_ids(args.push_to_hub, list(results))
         for name, score_set in results.items():
-            folder = score_set.save(
-                out / name if len(results) > 1 else out, overwrite=args.overwrite, repo_id=targets[name]
+            folder = export_scores(
+                score_set, out / name if len(results) > 1 else out, overwrite=args.overwrite, repo_id=targets[name]
             )
             meta = score_set.metadata
             mistakes = meta["teacher_mistakes"]

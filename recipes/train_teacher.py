@@ -8,65 +8,27 @@ The architecture is `teacher.model` (any `lrds_*` or timm name); the schedule is
 folder gets checkpoints, `metrics.jsonl`, the resolved `config.yaml` and `model/`, the exported model with its card.
 """
 
-import argparse
-import json
 from pathlib import Path
 
-import kd_zoo
-from kd_zoo.config import load_config
-from kd_zoo.engine import Supervised
-from kd_zoo.engine.loop import fit
-from kd_zoo.engine.setup import build_recipe_data, fit_options, hardware_summary, sgd, start_run
-from kd_zoo.hub import export_model, publish_folder, run_card_fields
-from kd_zoo.zoo import weight_tag
+from kd_zoo.config import parse_recipe_args
+from kd_zoo.hub import export_run, publish_folder
+from kd_zoo.workflow import result_table, run_data, start_run, train_model, trained_card_fields
 
-DEMO = Path(__file__).parent / "configs" / "demo.yaml"
+DEMO_TEACHER = Path(__file__).parent / "configs" / "demo_teacher.yaml"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Train a model with cross-entropy.")
-    parser.add_argument("--config", default=str(DEMO), help="a recipe YAML file (default: the embedded demo)")
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.epochs=10")
-    args = parser.parse_args()
-    cfg = load_config(args.config, args.overrides)
-    if args.config == str(DEMO) and not any(o.startswith("run.output_dir=") for o in args.overrides):
-        cfg.run.output_dir = "runs/demo_teacher"
-
+    cfg = parse_recipe_args("Train a model with cross-entropy.", DEMO_TEACHER)
     accelerator, run_dir = start_run(cfg, "train_teacher")
-    data = build_recipe_data(accelerator, cfg, cfg.teacher.model)
-    model = kd_zoo.create_model(cfg.teacher.model, num_classes=data.num_classes)
-
-    trainable = Supervised(model)
-    optimizer = sgd(trainable, cfg.train.lr, cfg.train.momentum, cfg.train.weight_decay)
-    trainable, optimizer = accelerator.prepare(trainable, optimizer)
-    result = fit(
-        accelerator,
-        trainable,
-        optimizer,
-        data.train_loader,
-        data.eval_loader,
-        run_dir=run_dir,
-        **fit_options(cfg),
-    )
+    data = run_data(accelerator, cfg, cfg.teacher.model)
+    model, result = train_model(cfg, accelerator, data, run_dir)
 
     if accelerator.is_main_process:
-        model = accelerator.unwrap_model(trainable).student
-        fields = run_card_fields(
-            result,
-            model_id=f"{cfg.teacher.model}.{weight_tag('ce', None, data.name)}",
-            dataset=data.name,
-            dataset_revision=cfg.data.revision,
-            summary=f"{cfg.teacher.model} trained with cross-entropy.",
-            seed=cfg.train.seed,
-            hardware=hardware_summary(accelerator),
-            config_yaml=(run_dir / "config.yaml").read_text(),
-        )
-        (run_dir / "result.json").write_text(json.dumps({**result.to_dict(), "card": fields}, indent=2))
-        folder = export_model(model, run_dir / "model", fields, label_names=data.class_names)
-        print(
-            f"\n{cfg.teacher.model}: top-1 best {result.best_top1:.2f} (epoch {result.best_epoch + 1}), "
-            f"last {result.last_top1:.2f}; exported to {folder}"
-        )
+        fields = trained_card_fields(cfg, accelerator, run_dir, result, data)
+        folder = export_run(run_dir, model, fields, summary=result.to_dict(), label_names=data.class_names)
+        best, last = f"{result.best_top1:.2f}", f"{result.last_top1:.2f}"
+        print("\n" + result_table([(cfg.teacher.model, best, last, f"{result.train_seconds:.0f} s")]))
+        print(f"exported to {folder}")
         if cfg.run.push_to_hub:
             publish_folder(folder, cfg.run.push_to_hub, dry_run=cfg.run.dry_run)
     accelerator.end_training()

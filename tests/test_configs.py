@@ -11,7 +11,7 @@ import timm
 import kd_zoo  # noqa: F401
 from kd_zoo.config import load_config
 from kd_zoo.methods import METHODS
-from kd_zoo.zoo import CIFAR100_PAIRS
+from kd_zoo.pairs import CIFAR100_PAIRS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "recipes" / "configs").rglob("*.yaml"))

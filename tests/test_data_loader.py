@@ -21,7 +21,7 @@ from PIL import Image as PILImage  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from torchvision.transforms import functional as TF  # noqa: E402
 
-import kd_zoo.data.tensor as tensor_module  # noqa: E402
+import kd_zoo.data.tensor_set as tensor_module  # noqa: E402
 from kd_zoo.constants import CIFAR100_MEAN, CIFAR100_STD  # noqa: E402
 from kd_zoo.data import (  # noqa: E402
     DataSchemaError,

@@ -9,14 +9,20 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
 import kd_zoo  # noqa: F401
-from kd_zoo.checkpoints import weights_fingerprint
 from kd_zoo.config import ConfigError, load_config
 from kd_zoo.data import TensorBatchLoader, load_tensor_split
-from kd_zoo.engine import Distiller, Supervised, freeze
+from kd_zoo.engine import Distiller, FitOptions, Supervised, freeze, sgd
 from kd_zoo.engine.checkpoint import CheckpointManager, check_writable
-from kd_zoo.engine.loop import TrainingDivergedError, check_num_processes, evaluate_accuracy, fit, step_lr
-from kd_zoo.engine.setup import sgd
+from kd_zoo.engine.loop import (
+    TrainingDivergedError,
+    check_num_processes,
+    evaluate_accuracy,
+    fit,
+    scaled_milestones,
+    step_lr,
+)
 from kd_zoo.engine.tracking import JsonlTracker, read_jsonl
+from kd_zoo.loading import weights_fingerprint
 from kd_zoo.methods import create_method
 
 
@@ -43,25 +49,14 @@ def _loaders(demo, batch_size=64, seed=0):
     )
 
 
-def _run(accelerator, demo, run_dir, epochs, seed=0, **kwargs):
+def _run(accelerator, demo, run_dir, epochs, seed=0, **options):
     torch.manual_seed(seed)
     model = Supervised(timm.create_model("lrds_resnet8", num_classes=10))
     optimizer = sgd(model, 0.05)
     model, optimizer = accelerator.prepare(model, optimizer)
     train_loader, eval_loader = _loaders(demo, seed=seed)
-    result = fit(
-        accelerator,
-        model,
-        optimizer,
-        train_loader,
-        eval_loader,
-        num_epochs=epochs,
-        lr_schedule=step_lr(0.05, [2]),
-        run_dir=run_dir,
-        progress=False,
-        log_every=5,
-        **kwargs,
-    )
+    options = FitOptions(epochs, step_lr(0.05, [2]), progress=False, log_every=5, **options)
+    result = fit(accelerator, model, optimizer, train_loader, eval_loader, options, run_dir=run_dir)
     return accelerator.unwrap_model(model).student, result
 
 
@@ -73,8 +68,6 @@ def test_step_lr_is_crd_schedule():
 
 
 def test_scaled_milestones():
-    from kd_zoo.engine.loop import scaled_milestones
-
     assert scaled_milestones(240) == [150, 180, 210]
     assert scaled_milestones(8) == [5, 6, 7] and scaled_milestones(2) == [1] and scaled_milestones(1) == []
 
@@ -89,18 +82,9 @@ def test_bf16_autocast_and_channels_last_on_cpu(demo, tmp_path):
     optimizer = sgd(distiller, 0.05)
     distiller, optimizer = acc.prepare(distiller, optimizer)
     train_loader, eval_loader = _loaders(demo)
+    options = FitOptions(1, step_lr(0.05, []), progress=False, channels_last=True)
     result = fit(
-        acc,
-        distiller,
-        optimizer,
-        train_loader,
-        eval_loader,
-        teacher=teacher,
-        num_epochs=1,
-        lr_schedule=step_lr(0.05, []),
-        run_dir=tmp_path / "run",
-        progress=False,
-        channels_last=True,
+        acc, distiller, optimizer, train_loader, eval_loader, options, run_dir=tmp_path / "run", teacher=teacher
     )
     assert result.history[0]["eval_count"] == 360 and 0 <= result.last_top1 <= 100
     assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in distiller.parameters())
@@ -177,17 +161,8 @@ def test_nan_loss_stops_before_the_update_and_names_the_step(accelerator, demo, 
     model, optimizer = accelerator.prepare(model, optimizer)
     train_loader, eval_loader = _loaders(demo)
     with pytest.raises(TrainingDivergedError, match=r"epoch 2, step 7 .*epoch_0000"):
-        fit(
-            accelerator,
-            model,
-            optimizer,
-            train_loader,
-            eval_loader,
-            num_epochs=3,
-            lr_schedule=step_lr(0.05, []),
-            run_dir=tmp_path / "run",
-            progress=False,
-        )
+        options = FitOptions(3, step_lr(0.05, []), progress=False)
+        fit(accelerator, model, optimizer, train_loader, eval_loader, options, run_dir=tmp_path / "run")
     manager = CheckpointManager(tmp_path / "run" / "checkpoints", accelerator)
     assert manager.latest().name == "epoch_0000"
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -218,19 +193,17 @@ def test_distiller_trains_in_the_loop_with_a_mask(accelerator, demo, tmp_path):
     optimizer = sgd(distiller, 0.05)
     distiller, optimizer = accelerator.prepare(distiller, optimizer)
     train_loader, eval_loader = _loaders(demo)
+    options = FitOptions(1, step_lr(0.05, []), progress=False, log_every=5)
     result = fit(
         accelerator,
         distiller,
         optimizer,
         train_loader,
         eval_loader,
+        options,
+        run_dir=tmp_path / "run",
         teacher=teacher,
         distill_mask=mask,
-        num_epochs=1,
-        lr_schedule=step_lr(0.05, []),
-        run_dir=tmp_path / "run",
-        progress=False,
-        log_every=5,
     )
     assert result.epochs == 1
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")

@@ -19,8 +19,8 @@ from kd_zoo.methods.pkt import pkt_loss
 from kd_zoo.methods.semckd import gram_rows, semckd_loss
 from kd_zoo.methods.srrl import srrl_loss
 from kd_zoo.methods.vid import vid_loss
+from kd_zoo.pairs import CIFAR100_PAIRS
 from kd_zoo.revision import LabelRevision
-from kd_zoo.zoo import CIFAR100_PAIRS
 
 FEATURE_METHODS = ("fitnet", "pkt", "vid", "srrl", "semckd")
 CTX = StepContext(epoch=3, num_epochs=240, step=1, steps_per_epoch=10)

@@ -1,4 +1,4 @@
-"""Publishing a folder of finished runs (recipes/push_zoo.py, kd_zoo.zoo_table) and score sets as data set repos.
+"""Publishing a folder of finished runs (recipes/push_zoo.py, kd_zoo.hub) and score sets as data set repos.
 
 Tiny runs are made on the fly (lrds_resnet8 with 10 classes, exported with their cards; small score sets), the Hub
 is replaced by an object that records the calls, and the README / results table are copies in tmp_path.
@@ -21,19 +21,25 @@ from huggingface_hub import DatasetCard, ModelCard
 
 import kd_zoo
 from kd_zoo.data import load_tensor_split
-from kd_zoo.hub import CardTemplateError, export_model, find_private_content, run_card_fields
-from kd_zoo.selection import FORMAT, ScoreSet
-from kd_zoo.selection.selector import mistakes_report
-from kd_zoo.zoo_table import (
+from kd_zoo.hub import (
+    CardTemplateError,
+    RunFolderError,
+    collect_runs,
+    export_model,
+    export_scores,
+    find_private_content,
+    run_card_fields,
+    score_set_card,
+)
+from kd_zoo.hub.publish import plan_uploads
+from kd_zoo.hub.runs import read_model
+from kd_zoo.hub.tables import (
     README_END,
     README_START,
-    ZooRunError,
-    collect_zoo,
-    plan_uploads,
-    read_model,
     replace_section,
     table_texts,
 )
+from kd_zoo.selection import FORMAT, ScoreSet, mistakes_report, select
 
 REPO = Path(__file__).resolve().parents[1]
 KD_ID = "lrds_resnet8.kd_resnet20_digits"
@@ -150,7 +156,7 @@ def built_runs(tmp_path_factory):
         run = runs / f"kd_seed{seed}"
         _export_run(run, KD_ID, seed, top1, top5, **KD_CARD)
         if seed < 2:
-            _score_set(weights=teacher_file).save(run / "scores")
+            export_scores(_score_set(weights=teacher_file), run / "scores")
     _export_run(runs / "ce" / "lrds_resnet8", CE_ID, 0, 90.0, 99.5)
     (runs / "unfinished").mkdir()
     (runs / "unfinished" / "config.yaml").write_text("train:\n  epochs: 3\n")
@@ -183,7 +189,7 @@ def _section(text):
 
 # -- reading the runs -------------------------------------------------------------------------------------------
 def test_collect_reads_every_finished_run(runs):
-    zoo = collect_zoo(runs)
+    zoo = collect_runs(runs)
     by_folder = {m.run_dir.relative_to(runs).as_posix(): m for m in zoo.models}
     assert sorted(by_folder) == ["ce/lrds_resnet8", "kd_seed0", "kd_seed1", "kd_seed2"]  # not "unfinished"
     kd = by_folder["kd_seed1"]
@@ -312,14 +318,14 @@ def test_bad_runs_are_named_before_any_upload(runs, token, capsys):
     assert f"{runs / 'kd_seed1' / 'model'} lacks ['README.md']" in err
     assert f"{card_path} lacks the metric(s) ['top-5'] in its model-index metadata" in err
     assert api.calls == [] and not (runs.parent / "zoo_results.md").exists()
-    with pytest.raises(ZooRunError, match="kd_seed1"):
-        collect_zoo(runs)
+    with pytest.raises(RunFolderError, match="kd_seed1"):
+        collect_runs(runs)
 
 
 def test_two_runs_with_one_seed_are_refused(runs):
     shutil.copytree(runs / "kd_seed1", runs / "kd_seed1_again")
-    with pytest.raises(ZooRunError, match=rf"kd_seed1 and .*kd_seed1_again are both {KD_ID} with seed 1"):
-        collect_zoo(runs)
+    with pytest.raises(RunFolderError, match=rf"kd_seed1 and .*kd_seed1_again are both {KD_ID} with seed 1"):
+        collect_runs(runs)
 
 
 def test_token_or_local_path_in_a_folder_is_refused(runs, token):
@@ -327,8 +333,8 @@ def test_token_or_local_path_in_a_folder_is_refused(runs, token):
     card.write_text(card.read_text().replace("epochs: 3", f"epochs: 3\n  weights: {runs}/teacher.safetensors"))
     leaked = runs / "kd_seed1" / "scores" / "notes.txt"
     leaked.write_text(f"token {TOKEN}\n")
-    with pytest.raises(ZooRunError) as err:
-        collect_zoo(runs)
+    with pytest.raises(RunFolderError) as err:
+        collect_runs(runs)
     message = str(err.value)
     assert "README.md: the local path" in message and "notes.txt: a Hugging Face token" in message
     assert TOKEN not in message
@@ -344,9 +350,9 @@ def test_other_architecture_on_the_hub_is_refused_before_any_upload(runs, token,
 
 
 def test_different_score_sets_for_one_repo_are_refused(runs, token):
-    _score_set(fingerprint="b" * 64).save(runs / "kd_seed1" / "scores", overwrite=True)
-    zoo = collect_zoo(runs)
-    with pytest.raises(ZooRunError, match=rf"(?s)kd-zoo/{SCORES_NAME} but differ.*kd_seed0.*kd_seed1"):
+    export_scores(_score_set(fingerprint="b" * 64), runs / "kd_seed1" / "scores", overwrite=True)
+    zoo = collect_runs(runs)
+    with pytest.raises(RunFolderError, match=rf"(?s)kd-zoo/{SCORES_NAME} but differ.*kd_seed0.*kd_seed1"):
         plan_uploads(zoo)
     assert [u.repo_type for u in plan_uploads(zoo, include_scores=False)] == ["model", "model"]
 
@@ -362,7 +368,7 @@ def test_readme_markers(runs, token):
     api = RecordingApi(runs.parent)
     assert push_zoo.main(_args(runs), api=api) == 1 and api.calls == []
     # the repository's own README has its markers (the tables are computed, nothing is written)
-    texts = table_texts(collect_zoo(runs), readme=REPO / "README.md", table=None)
+    texts = table_texts(collect_runs(runs), readme=REPO / "README.md", table=None)
     assert KD_ID in _section(texts[REPO / "README.md"])
 
 
@@ -390,7 +396,7 @@ def test_score_set_folder_loads_and_holds_nothing_private(built_runs, token, tmp
 def test_local_data_and_weights_paths_are_reduced_to_names(tmp_path):
     score_set = _score_set(weights=f"local-dir:{tmp_path}/teacher_run/model")
     score_set.metadata["data_fingerprint"]["name"] = str(tmp_path / "my_cifar_copy")
-    folder = score_set.save(tmp_path / "scores", repo_id="me/scores")
+    folder = export_scores(score_set, tmp_path / "scores", repo_id="me/scores")
     saved = ScoreSet.load(folder).metadata
     assert saved["teacher"]["weights"] == "model" and saved["data_fingerprint"]["name"] == "my_cifar_copy"
     assert saved["data_fingerprint"]["content_sha256"] == "c" * 64
@@ -400,7 +406,7 @@ def test_local_data_and_weights_paths_are_reduced_to_names(tmp_path):
 
 def test_score_set_card_with_a_missing_field_writes_nothing(tmp_path):
     with pytest.raises(CardTemplateError, match="not_a_field"):
-        _score_set().save(tmp_path / "scores", template="---\n{{ card_data }}\n---\n{{ not_a_field }}\n")
+        export_scores(_score_set(), tmp_path / "scores", template="---\n{{ card_data }}\n---\n{{ not_a_field }}\n")
     assert not (tmp_path / "scores").exists()
 
 
@@ -428,7 +434,7 @@ datasets.load_dataset = _from_cache
 def test_score_set_card_usage_snippet_runs_offline(tmp_path):
     train = load_tensor_split(None, "train")
     repo_id = "kd-zoo/digits-resnet20-influence-scores"
-    folder = _score_set(data=train, weights="random-init").save(tmp_path / "scores", repo_id=repo_id)
+    folder = export_scores(_score_set(data=train, weights="random-init"), tmp_path / "scores", repo_id=repo_id)
     cache = tmp_path / "hub_cache"
     _populate_dataset_cache(cache, repo_id, folder)
     card = DatasetCard.load(folder / "README.md")
@@ -439,10 +445,11 @@ def test_score_set_card_usage_snippet_runs_offline(tmp_path):
         [sys.executable, "-c", _OFFLINE_DATASETS + snippet], capture_output=True, text=True, env=env, timeout=300
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    distilled = int(ScoreSet.load(folder).join(train).select(0.8).sum())
+    aligned = ScoreSet.load(folder).join(train)
+    distilled = int(select(aligned.scores, aligned.sample_idx, 0.8).sum())
     assert f"{distilled} of {len(train)} samples distilled" in result.stdout
     # weights that can be loaded anywhere (a zoo tag) make the snippet check the teacher too
-    tagged = _score_set(weights="lrds_resnet20.cifar100").card(repo_id="kd-zoo/x")
+    tagged = str(score_set_card(_score_set(weights="lrds_resnet20.cifar100").metadata, num_rows=60, repo_id="kd-zoo/x"))
     assert 'teacher = load_model("lrds_resnet20", "lrds_resnet20.cifar100")' in tagged
     assert "scores.join(train, teacher)" in tagged
 

@@ -25,14 +25,16 @@ from safetensors.torch import save_file
 from scipy.stats import spearmanr
 
 import kd_zoo  # noqa: F401  (registers the lrds_* models)
-from kd_zoo.checkpoints import load_model, weights_fingerprint
 from kd_zoo.data import FingerprintMismatchError, TensorBatchLoader, load_split, load_tensor_split
+from kd_zoo.hub import export_scores
+from kd_zoo.loading import load_model, weights_fingerprint
 from kd_zoo.registry import UnknownNameError
 from kd_zoo.selection import (
     SCORERS,
-    SELECTORS,
+    STRATEGIES,
     ScoreSet,
     ScoreSetIndexError,
+    SplitInfo,
     TeacherMismatchError,
     classifier_hvp,
     hessian_sum,
@@ -42,10 +44,11 @@ from kd_zoo.selection import (
     num_selected,
     score_batches,
     score_dataset,
+    score_dataset_multi,
     score_head_inputs,
     select,
 )
-from kd_zoo.selection.hessian import append_bias, ekfac_eigenvalue_sums, kfac_sums, residual
+from kd_zoo.selection.influence_math import append_bias, ekfac_eigenvalue_sums, kfac_sums, residual
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_SCORERS = ["influence", "influence_exact", "influence_val", "loss", "el2n", "grad_norm", "random"]
@@ -99,7 +102,7 @@ def teacher(teacher_file):
 @pytest.fixture(scope="module")
 def scored(teacher, train):
     """Every scorer from one pass of the trained teacher, in one process."""
-    return score_dataset(teacher, train, ALL_SCORERS, batch_size=128, teacher_name="lrds_resnet8", weights="test")
+    return score_dataset_multi(teacher, train, ALL_SCORERS, batch_size=128, teacher_name="lrds_resnet8", weights="test")
 
 
 def _random_head(n=60, d=5, c=4, seed=0, shared_probs=False):
@@ -108,6 +111,10 @@ def _random_head(n=60, d=5, c=4, seed=0, shared_probs=False):
     logits = torch.randn(1 if shared_probs else n, c, generator=g).expand(n, c)
     labels = torch.randint(0, c, (n,), generator=g)
     return features, F.log_softmax(logits.double(), dim=1).float(), labels
+
+
+def _select(score_set, fraction=0.8, strategy="highest"):
+    return select(score_set.scores, score_set.sample_idx, fraction, strategy)
 
 
 # -- the math against oracles -----------------------------------------------------------------------------------
@@ -178,7 +185,7 @@ def test_ekfac_ranks_like_exact_on_a_trained_teacher(scored):
     assert exact.metadata["teacher"]["accuracy"] > 0.8, "the fixture teacher did not train"
     rho = spearmanr(ekfac.scores, exact.scores)[0]
     assert rho >= 0.99, f"Spearman {rho:.4f}"
-    agreement = float((ekfac.select().numpy() == exact.select().numpy()).mean())
+    agreement = float((_select(ekfac).numpy() == _select(exact).numpy()).mean())
     assert agreement >= 0.97, f"the 80/20 splits agree on {agreement:.3f}"
     # the same damping rule, recorded: 0.1 x tr(H) / (C (d + 1))
     assert ekfac.metadata["settings"]["damping"] == pytest.approx(exact.metadata["settings"]["damping"], rel=1e-9)
@@ -263,7 +270,7 @@ def test_exact_refuses_a_large_head_and_unknown_scorers():
 
 # -- the teacher pass -------------------------------------------------------------------------------------------
 def test_spilling_to_disk_gives_the_same_scores(teacher, train, scored, tmp_path):
-    spilled = score_dataset(
+    spilled = score_dataset_multi(
         teacher, train, ["influence", "influence_exact"], batch_size=128, memory_limit_bytes=0, spill_dir=tmp_path
     )
     assert spilled["influence"].metadata["head_inputs"]["spilled_to_disk"]
@@ -285,14 +292,7 @@ def test_a_padded_loader_is_refused(teacher, train):
     loader = list(TensorBatchLoader(train, 256, train=False))
     padded = loader + loader[:1]  # what a prepared DataLoader does to the last batch: repeat samples
     with pytest.raises(RuntimeError, match="256 indices twice"):
-        score_batches(
-            teacher,
-            padded,
-            sample_idx=train.sample_idx,
-            num_classes=10,
-            data_fingerprint=train.fingerprint,
-            scorer="loss",
-        )
+        score_batches(teacher, padded, SplitInfo.of(train), "loss")
 
 
 def test_teacher_mistakes_under_the_default_selection(scored):
@@ -339,7 +339,7 @@ def test_selector_is_independent_of_row_order_and_random_is_seeded():
     scores = torch.randint(0, 5, (200,), generator=g).double()  # many ties
     idx = torch.randperm(200, generator=g) + 1000
     perm = torch.randperm(200, generator=g)
-    for strategy in SELECTORS:
+    for strategy in STRATEGIES:
         mask = select(scores, idx, 0.8, strategy, seed=7)
         assert int(mask.sum()) == 160
         assert torch.equal(select(scores[perm], idx[perm], 0.8, strategy, seed=7), mask[perm])
@@ -362,7 +362,7 @@ def test_mask_by_index_matches_the_engine_convention():
 # -- score sets -------------------------------------------------------------------------------------------------
 def test_score_set_round_trip(scored, tmp_path):
     original = scored["influence"]
-    folder = original.save(tmp_path / "scores")
+    folder = export_scores(original, tmp_path / "scores")
     assert (folder / "README.md").is_file() and (folder / "data" / "train-00000-of-00001.parquet").is_file()
     ds = datasets.load_dataset(str(folder), split="train")
     assert ds.column_names == ["sample_idx", "score", "teacher_pred", "teacher_correct", "label"]
@@ -377,8 +377,8 @@ def test_score_set_round_trip(scored, tmp_path):
     card = (folder / "README.md").read_text()
     assert original.metadata["teacher"]["weights_fingerprint"] in card and "configs:" not in card
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        original.save(folder)
-    original.save(folder, overwrite=True)
+        export_scores(original, folder)
+    export_scores(original, folder, overwrite=True)
 
 
 def test_join_aligns_with_the_split(scored, train, teacher):
@@ -387,8 +387,8 @@ def test_join_aligns_with_the_split(scored, train, teacher):
     aligned = shuffled.join(train, teacher_fingerprint=teacher)
     assert torch.equal(aligned.sample_idx, train.sample_idx)
     np.testing.assert_array_equal(aligned.scores.numpy(), scored["influence"].scores)
-    assert int(aligned.select().sum()) == 1150
-    assert torch.equal(aligned.distill_mask()[train.sample_idx], aligned.select())
+    assert int(aligned.distill_mask().sum()) == 1150
+    assert torch.equal(aligned.distill_mask()[train.sample_idx], select(aligned.scores, aligned.sample_idx))
     # a datasets.Dataset split in the kd_zoo schema works too (its content hash is computed)
     from_dataset = scored["influence"].join(load_split(None, "train"))
     assert torch.equal(from_dataset.scores, aligned.scores)
@@ -469,15 +469,11 @@ def test_two_processes_match_one(scored, teacher_file, tmp_path):
         np.testing.assert_array_equal(two.sample_idx, one.sample_idx)
         np.testing.assert_allclose(two.scores, one.scores, rtol=1e-6, atol=1e-9 * float(np.abs(one.scores).max()))
         for strategy in ("highest", "lowest", "random"):
-            assert torch.equal(two.select(0.8, strategy), one.select(0.8, strategy)), (name, strategy)
+            assert torch.equal(_select(two, 0.8, strategy), _select(one, 0.8, strategy)), (name, strategy)
 
 
 def test_two_score_set_folders_of_the_same_name_load_their_own_rows(tmp_path):
     """`datasets` caches a local folder by name when its card pins `configs:`; ours must not, or runs mix up."""
-    import datasets
-
-    from kd_zoo.selection import ScoreSet
-
     rows = []
     for run, value in (("a", 1.0), ("b", 2.0)):
         meta = {
@@ -487,8 +483,7 @@ def test_two_score_set_folders_of_the_same_name_load_their_own_rows(tmp_path):
             "teacher": {"weights_fingerprint": "0" * 64},
         }
         n = 5
-        ScoreSet.from_arrays(np.arange(n), np.full(n, value), np.zeros(n), np.ones(n, bool), np.zeros(n), meta).save(
-            tmp_path / run / "scores"
-        )
+        scores = ScoreSet.from_arrays(np.arange(n), np.full(n, value), np.zeros(n), np.ones(n, bool), np.zeros(n), meta)
+        export_scores(scores, tmp_path / run / "scores")
         rows.append(datasets.load_dataset(str(tmp_path / run / "scores"), split="train")["score"])
     assert rows[0] == [1.0] * 5 and rows[1] == [2.0] * 5

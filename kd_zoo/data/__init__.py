@@ -1,10 +1,12 @@
 """kd_zoo.data: CIFAR-100, ImageNet and the embedded demo set through `datasets`, with a fast 32x32 path.
 
-* `load_split(source, split)`: a Hub id, a `save_to_disk` folder, parquet files, an image folder, or None for the
-  demo set, mapped to one schema: `image`, `label` (ClassLabel with the data set's class names), `sample_idx`.
+* `load_split(source, split)` (`sources`): a Hub id, a `save_to_disk` folder, parquet files, an image folder, or None
+  for the demo set, mapped to one schema (`schema`): `image`, `label` (ClassLabel with the data set's class
+  names), `sample_idx`; `hub_errors` turns an unreachable or gated Hub data set into a message that says the fix.
 * `demo_dataset()`: scikit-learn's bundled digits as 32x32 RGB images (train 1,437 / test 360), cached locally.
-* `TensorImageSet` + `TensorBatchLoader`: a split decoded once into a uint8 tensor, then crop / flip / normalise /
-  batch on the training device, reproducible from (seed, epoch) and identical for any number of processes.
+* `TensorImageSet` (`tensor_set`) + `TensorBatchLoader` (`tensor_loader`): a split decoded once into a uint8
+  tensor, then crop / flip / normalise / batch on the training device, reproducible from (seed, epoch) and
+  identical for any number of processes.
 * `imagenet_transforms` + `make_image_dataloader`: the worker-based pipeline for ImageNet-size images.
 * `dataset_fingerprint` / `check_fingerprint`: a content hash per split, stored next to scores and checkpoints.
 
@@ -18,10 +20,6 @@ Example:
     (torch.Size([64, 3, 32, 32]), torch.int64, torch.Size([64]))
 """
 
-from __future__ import annotations
-
-import os
-
 from .cache import resolve_cache_dir
 from .demo import build_demo_dataset, demo_cache_path, demo_dataset
 from .errors import (
@@ -34,24 +32,10 @@ from .errors import (
 )
 from .fingerprint import check_fingerprint, dataset_fingerprint
 from .imagenet import collate_image_batch, imagenet_transforms, make_image_dataloader
-from .sources import KNOWN_DATASETS, ResolvedSource, load_split, resolve_source, to_schema
-from .tensor import TensorBatchLoader, TensorImageSet, random_crop_flip, tensor_cache_path
-
-
-def load_tensor_split(
-    source: str | os.PathLike | None,
-    split: str = "train",
-    *,
-    revision: str | None = None,
-    label: str = "fine",
-    token: str | bool | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> TensorImageSet:
-    """`load_split` + `TensorImageSet.from_dataset`: a split of small fixed-size images, decoded (or cached) once."""
-    ds = load_split(source, split, revision=revision, label=label, token=token, cache_dir=cache_dir)
-    name = resolve_source(source).name
-    return TensorImageSet.from_dataset(ds, name=name, split=split, revision=revision, cache_dir=cache_dir)
-
+from .schema import to_schema
+from .sources import KNOWN_DATASETS, ResolvedSource, load_split, resolve_source
+from .tensor_loader import TensorBatchLoader, random_crop_flip
+from .tensor_set import TensorImageSet, load_tensor_split, tensor_cache_path
 
 __all__ = [
     "KNOWN_DATASETS",

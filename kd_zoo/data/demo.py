@@ -47,6 +47,7 @@ def demo_cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
 
 def build_demo_dataset() -> DatasetDict:
     """Build the demo data set from scikit-learn alone (no cache); see the module docstring."""
+    # Imported here: scikit-learn takes about a second to import, and only a first build (no cache yet) needs it.
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

@@ -17,27 +17,42 @@ from typing import Any
 
 import evaluate
 import torch
+import torch.distributed as dist
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..methods.base import StepContext
+from ..loading import weights_fingerprint
+from ..methods import StepContext
 from ..metrics import TOPK_ACCURACY
 from .checkpoint import CheckpointManager, check_writable
-from .step import freeze
+from .step import Supervised, freeze
+
+# The CIFAR-100 schedule of the paper (Sec. IV-A, as CRD): 240 epochs, lr x0.1 at epochs 150, 180 and 210.
+CIFAR100_EPOCHS = 240
+CIFAR100_MILESTONES = (150, 180, 210)
+LR_DECAY = 0.1
+# CRD's SGD on CIFAR-100: momentum 0.9, weight decay 5e-4.
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4
 
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; training stopped before the optimiser step."""
 
 
-def step_lr(base_lr: float, milestones: Sequence[int] = (150, 180, 210), gamma: float = 0.1) -> Callable[[int], float]:
+def step_lr(
+    base_lr: float, milestones: Sequence[int] = CIFAR100_MILESTONES, gamma: float = LR_DECAY
+) -> Callable[[int], float]:
     """lr(epoch) = base_lr * gamma^(number of milestones <= epoch), epochs counted from 0 (CRD's schedule)."""
     milestones = sorted(milestones)
     return lambda epoch: base_lr * gamma ** sum(epoch >= m for m in milestones)
 
 
-def scaled_milestones(epochs: int, milestones: Sequence[int] = (150, 180, 210), total: int = 240) -> list[int]:
+def scaled_milestones(
+    epochs: int, milestones: Sequence[int] = CIFAR100_MILESTONES, total: int = CIFAR100_EPOCHS
+) -> list[int]:
     """The CIFAR-100 recipe's decay epochs (150/180/210 of 240) scaled to a run of `epochs` epochs."""
     return sorted({max(1, round(epochs * m / total)) for m in milestones if round(epochs * m / total) < epochs})
 
@@ -125,26 +140,58 @@ def evaluate_accuracy(
     return result
 
 
+@dataclass(frozen=True)
+class FitOptions:
+    """How a `fit` call trains, checkpoints and logs (the recipes fill it from their `train` and `run` sections).
+
+    Attributes:
+        num_epochs: total epochs of the run.
+        lr_schedule: epoch -> learning rate (`step_lr`).
+        checkpoint_every: save every this many epochs (and after the last).
+        keep_last: checkpoints kept.
+        resume: continue from the latest complete checkpoint in the run folder, if any.
+        log_every: optimiser steps between logged loss averages.
+        channels_last: feed images (and keep the models) in channels-last memory format.
+        progress: show a progress bar on the main process.
+        stop_after_epochs: end this call after so many epochs of this run (for interruption tests and
+            time-boxed jobs); the run can be resumed.
+        log_prefix: prefix of the logged keys (e.g. "teacher/" when a teacher is trained in the same run).
+    """
+
+    num_epochs: int
+    lr_schedule: Callable[[int], float]
+    checkpoint_every: int = 1
+    keep_last: int = 2
+    resume: bool = False
+    log_every: int = 50
+    channels_last: bool = False
+    progress: bool = True
+    stop_after_epochs: int | None = None
+    log_prefix: str = ""
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: what a checkpoint's `trainer_state.json` restores, plus the step count."""
+
+    next_epoch: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"top1": -1.0, "top5": 0.0, "epoch": -1})
+    history: list[dict[str, Any]] = field(default_factory=list)
+    global_step: int = 0
+    last_saved: Path | None = None
+
+
 def fit(
     accelerator: Accelerator,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     train_loader: Any,
     eval_loader: Iterable[dict[str, Tensor]],
+    options: FitOptions,
     *,
-    num_epochs: int,
-    lr_schedule: Callable[[int], float],
     run_dir: str | Path,
     teacher: nn.Module | None = None,
     distill_mask: Tensor | None = None,
-    checkpoint_every: int = 1,
-    keep_last: int = 2,
-    resume: bool = False,
-    log_every: int = 50,
-    channels_last: bool = False,
-    progress: bool = True,
-    stop_after_epochs: int | None = None,
-    log_prefix: str = "",
 ) -> FitResult:
     """Train `model` (already prepared by `accelerator`, like `optimizer` and `eval_loader`).
 
@@ -154,120 +201,170 @@ def fit(
         optimizer: a prepared optimiser over `model.parameters()`.
         train_loader: batches of {"image", "label", "sample_idx"}; `set_epoch(epoch)` is called when present.
         eval_loader: a prepared DataLoader of {"image", "label", "sample_idx"} batches.
-        num_epochs: total epochs of the run.
-        lr_schedule: epoch -> learning rate.
+        options: epochs, schedule, checkpoints, logging (`FitOptions`).
         run_dir: where checkpoints and logs go.
         teacher: the frozen teacher (distillation), or None (CE training).
         distill_mask: bool tensor indexed by `sample_idx`: True = distilled (Dt), False = CE only (Ds).
-        checkpoint_every: save every this many epochs (and after the last).
-        keep_last: checkpoints kept.
-        resume: continue from the latest complete checkpoint in `run_dir`, if any.
-        log_every: optimiser steps between logged loss averages.
-        channels_last: feed images (and keep the models) in channels-last memory format.
-        progress: show a progress bar on the main process.
-        stop_after_epochs: end this call after so many epochs of this run (for interruption tests and
-            time-boxed jobs); the run can be resumed.
-        log_prefix: prefix of the logged keys (e.g. "teacher/" when a teacher is trained in the same run).
     """
     run_dir = check_writable(run_dir) if accelerator.is_main_process else Path(run_dir)
-    checkpoints = CheckpointManager(Path(run_dir) / "checkpoints", accelerator, keep_last)
-    device = accelerator.device
+    checkpoints = CheckpointManager(run_dir / "checkpoints", accelerator, options.keep_last)
     if teacher is not None:
-        teacher = freeze(teacher).to(device)
-        if channels_last:
+        teacher = freeze(teacher).to(accelerator.device)
+        if options.channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)
     if distill_mask is not None:
-        distill_mask = distill_mask.to(device=device, dtype=torch.bool)
+        distill_mask = distill_mask.to(device=accelerator.device, dtype=torch.bool)
 
-    start_epoch, best, history = 0, {"top1": -1.0, "top5": 0.0, "epoch": -1}, []
-    if resume and (latest := checkpoints.latest()) is not None:
+    progress = _Progress()
+    if options.resume and (latest := checkpoints.latest()) is not None:
         state = checkpoints.load(latest)
-        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
-        accelerator.print(f"resumed from {latest} (next epoch {start_epoch})")
-
+        progress = _Progress(state["epoch"] + 1, state["best"], state["history"])
+        accelerator.print(f"resumed from {latest} (next epoch {progress.next_epoch})")
     steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else 0
-    global_step = start_epoch * steps_per_epoch
+    progress.global_step = progress.next_epoch * steps_per_epoch
+    progress.last_saved = checkpoints.latest()
     started = time.perf_counter()
-    epochs_run = 0
-    last_saved = checkpoints.latest()
-    for epoch in range(start_epoch, num_epochs):
-        if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
-            break
-        lr = lr_schedule(epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(epoch)
-        model.train()
-        sums: dict[str, Tensor] = {}
-        logged_steps = 0
-        bar = tqdm(
-            train_loader,
-            total=steps_per_epoch or None,
-            desc=f"epoch {epoch + 1}/{num_epochs}",
-            disable=not (progress and accelerator.is_local_main_process),
-            leave=False,
-        )
-        for step, batch in enumerate(bar):
-            images, labels = batch["image"], batch["label"]
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            mask = None if distill_mask is None else distill_mask[batch["sample_idx"]]
-            ctx = StepContext(epoch=epoch, num_epochs=num_epochs, step=step, steps_per_epoch=steps_per_epoch)
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    out = model(images, labels, mask, teacher=teacher, ctx=ctx)
-                _stop_if_not_finite(accelerator, out, epoch, step, global_step, last_saved)
-                accelerator.backward(out.loss)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            for name, value in out.terms.items():
-                sums[name] = sums.get(name, 0.0) + value.detach().float()
-            sums["loss"] = sums.get("loss", 0.0) + out.loss.detach().float()
-            logged_steps += 1
-            global_step += 1
-            if global_step % log_every == 0:
-                means = {f"train/{k}": float(v) / logged_steps for k, v in sums.items()}
-                means.update({"train/lr": lr, **{f"train/{k}": v for k, v in out.diagnostics.items()}})
-                accelerator.log({f"{log_prefix}{k}": v for k, v in means.items()} | {"epoch": epoch}, step=global_step)
-                bar.set_postfix(loss=f"{means['train/loss']:.4f}")
-                sums, logged_steps = {}, 0
-
-        _broadcast_buffers(accelerator, model)
-        scores = evaluate_accuracy(accelerator, _student(accelerator, model), eval_loader, channels_last=channels_last)
-        if scores["top1"] > best["top1"]:
-            best = {"top1": scores["top1"], "top5": scores["top5"], "epoch": epoch}
-        record = {
-            "epoch": epoch,
-            "lr": lr,
-            "top1": scores["top1"],
-            "top5": scores["top5"],
-            "eval_loss": scores["loss"],
-            "eval_count": scores["count"],
-            "elapsed_s": round(time.perf_counter() - started, 3),
-        }
-        history.append(record)
-        evals = {f"{log_prefix}eval/{k}": v for k, v in record.items() if k != "epoch"}
-        accelerator.log(evals | {"epoch": epoch}, step=global_step)
-        accelerator.print(
-            f"epoch {epoch + 1}/{num_epochs}: top1 {scores['top1']:.2f} top5 {scores['top5']:.2f} "
-            f"(best {best['top1']:.2f} @ {best['epoch'] + 1})"
-        )
-        epochs_run += 1
-        if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == num_epochs:
-            last_saved = checkpoints.save(epoch, {"best": best, "history": history})
+    last_epoch = options.num_epochs
+    if options.stop_after_epochs is not None:
+        last_epoch = min(last_epoch, progress.next_epoch + options.stop_after_epochs)
+    for epoch in range(progress.next_epoch, last_epoch):
+        _train_epoch(accelerator, model, optimizer, train_loader, options, epoch, progress, teacher, distill_mask)
+        _evaluate_epoch(accelerator, model, eval_loader, options, epoch, progress, started)
+        if (epoch + 1) % options.checkpoint_every == 0 or epoch + 1 == options.num_epochs:
+            state = {"best": progress.best, "history": progress.history}
+            progress.last_saved = checkpoints.save(epoch, state)
 
     _check_replicas_agree(accelerator, _student(accelerator, model))
-    last = history[-1] if history else {"top1": float("nan"), "top5": float("nan")}
+    last = progress.history[-1] if progress.history else {"top1": float("nan"), "top5": float("nan")}
     return FitResult(
-        best_top1=best["top1"],
-        best_epoch=best["epoch"],
-        best_top5=best["top5"],
+        best_top1=progress.best["top1"],
+        best_epoch=progress.best["epoch"],
+        best_top5=progress.best["top5"],
         last_top1=last["top1"],
         last_top5=last["top5"],
         train_seconds=time.perf_counter() - started,
-        epochs=len(history),
-        history=history,
+        epochs=len(progress.history),
+        history=progress.history,
+    )
+
+
+def _train_epoch(
+    accelerator: Accelerator,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_loader: Any,
+    options: FitOptions,
+    epoch: int,
+    progress: _Progress,
+    teacher: nn.Module | None,
+    distill_mask: Tensor | None,
+) -> None:
+    """One epoch of optimiser steps at the epoch's learning rate, logging loss averages every `log_every` steps."""
+    lr = options.lr_schedule(epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if hasattr(train_loader, "set_epoch"):
+        train_loader.set_epoch(epoch)
+    model.train()
+    steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else 0
+    sums: dict[str, Tensor] = {}
+    logged_steps = 0
+    bar = tqdm(
+        train_loader,
+        total=steps_per_epoch or None,
+        desc=f"epoch {epoch + 1}/{options.num_epochs}",
+        disable=not (options.progress and accelerator.is_local_main_process),
+        leave=False,
+    )
+    for step, batch in enumerate(bar):
+        images, labels = batch["image"], batch["label"]
+        if options.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        mask = None if distill_mask is None else distill_mask[batch["sample_idx"]]
+        ctx = StepContext(epoch=epoch, num_epochs=options.num_epochs, step=step, steps_per_epoch=steps_per_epoch)
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                out = model(images, labels, mask, teacher=teacher, ctx=ctx)
+            _stop_if_not_finite(accelerator, out, epoch, step, progress)
+            accelerator.backward(out.loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        for name, value in out.terms.items():
+            sums[name] = sums.get(name, 0.0) + value.detach().float()
+        sums["loss"] = sums.get("loss", 0.0) + out.loss.detach().float()
+        logged_steps += 1
+        progress.global_step += 1
+        if progress.global_step % options.log_every == 0:
+            means = {f"train/{k}": float(v) / logged_steps for k, v in sums.items()}
+            means.update({"train/lr": lr, **{f"train/{k}": v for k, v in out.diagnostics.items()}})
+            logged = {f"{options.log_prefix}{k}": v for k, v in means.items()} | {"epoch": epoch}
+            accelerator.log(logged, step=progress.global_step)
+            bar.set_postfix(loss=f"{means['train/loss']:.4f}")
+            sums, logged_steps = {}, 0
+
+
+def _evaluate_epoch(
+    accelerator: Accelerator,
+    model: nn.Module,
+    eval_loader: Iterable[dict[str, Tensor]],
+    options: FitOptions,
+    epoch: int,
+    progress: _Progress,
+    started: float,
+) -> None:
+    """Evaluate the student after an epoch, record it in the history (and as the best), log and print it."""
+    _broadcast_buffers(accelerator, model)
+    student = _student(accelerator, model)
+    scores = evaluate_accuracy(accelerator, student, eval_loader, channels_last=options.channels_last)
+    best = progress.best
+    if scores["top1"] > best["top1"]:
+        progress.best = best = {"top1": scores["top1"], "top5": scores["top5"], "epoch": epoch}
+    record = {
+        "epoch": epoch,
+        "lr": options.lr_schedule(epoch),
+        "top1": scores["top1"],
+        "top5": scores["top5"],
+        "eval_loss": scores["loss"],
+        "eval_count": scores["count"],
+        "elapsed_s": round(time.perf_counter() - started, 3),
+    }
+    progress.history.append(record)
+    evals = {f"{options.log_prefix}eval/{k}": v for k, v in record.items() if k != "epoch"}
+    accelerator.log(evals | {"epoch": epoch}, step=progress.global_step)
+    accelerator.print(
+        f"epoch {epoch + 1}/{options.num_epochs}: top1 {scores['top1']:.2f} top5 {scores['top5']:.2f} "
+        f"(best {best['top1']:.2f} @ {best['epoch'] + 1})"
+    )
+
+
+def train_supervised(
+    accelerator: Accelerator,
+    model: nn.Module,
+    train_loader: Any,
+    eval_loader: Iterable[dict[str, Tensor]],
+    options: FitOptions,
+    *,
+    run_dir: str | Path,
+    lr: float,
+    momentum: float = MOMENTUM,
+    weight_decay: float = WEIGHT_DECAY,
+) -> tuple[nn.Module, FitResult]:
+    """Train `model` with cross-entropy (`Supervised` + SGD + `fit`): teachers, CE baselines, the demo's teacher.
+
+    Returns the trained model, unwrapped and left in training mode, and the run's result. `options.lr_schedule`
+    sets the learning rate of each epoch; `lr` is the optimiser's starting value.
+    """
+    trainable = Supervised(model)
+    optimizer = sgd(trainable, lr, momentum, weight_decay)
+    trainable, optimizer = accelerator.prepare(trainable, optimizer)
+    result = fit(accelerator, trainable, optimizer, train_loader, eval_loader, options, run_dir=run_dir)
+    return accelerator.unwrap_model(trainable).student, result
+
+
+def sgd(model: nn.Module, lr: float, momentum: float = MOMENTUM, weight_decay: float = WEIGHT_DECAY) -> torch.optim.SGD:
+    """SGD over every trainable parameter of the student and the method's extras (CRD's optimiser)."""
+    return torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=lr, momentum=momentum, weight_decay=weight_decay
     )
 
 
@@ -281,8 +378,6 @@ def _broadcast_buffers(accelerator: Accelerator, model: nn.Module) -> None:
     last training step each rank holds statistics of its own shard, and evaluation and checkpoints need one set."""
     if accelerator.num_processes == 1:
         return
-    import torch.distributed as dist
-
     for buffer in accelerator.unwrap_model(model).buffers():
         dist.broadcast(buffer.data, src=0)
 
@@ -291,24 +386,21 @@ def _check_replicas_agree(accelerator: Accelerator, student: nn.Module) -> None:
     """Data-parallel replicas must end with identical weights; a mismatch means a broken launch or loader."""
     if accelerator.num_processes == 1:
         return
-    from accelerate.utils import gather_object
-
-    from ..checkpoints import weights_fingerprint
-
     prints = gather_object([weights_fingerprint(student)])
     if len(set(prints)) != 1:
         raise RuntimeError(f"the processes ended with different student weights: {prints}")
     accelerator.print(f"all {len(prints)} processes hold identical student weights (sha256 {prints[0][:16]})")
 
 
-def _stop_if_not_finite(accelerator, out, epoch: int, step: int, global_step: int, last_saved) -> None:
+def _stop_if_not_finite(accelerator: Accelerator, out: Any, epoch: int, step: int, progress: _Progress) -> None:
     finite = torch.isfinite(out.loss.detach()).float()
     if accelerator.num_processes > 1:
         finite = accelerator.reduce(finite.reshape(1), reduction="sum") / accelerator.num_processes
     if float(finite) < 1.0:
         terms = {k: float(v.detach()) for k, v in out.terms.items()}
+        last_saved = progress.last_saved
         where = f"the last good checkpoint is {last_saved}" if last_saved else "no checkpoint was written yet"
         raise TrainingDivergedError(
-            f"non-finite loss at epoch {epoch + 1}, step {step} (global step {global_step}); terms: {terms}. "
+            f"non-finite loss at epoch {epoch + 1}, step {step} (global step {progress.global_step}); terms: {terms}. "
             f"Training stopped before the optimiser step; {where}. Lower the learning rate or check the data."
         )

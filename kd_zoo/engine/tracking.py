@@ -53,7 +53,7 @@ class JsonlTracker(GeneralTracker):
 def make_trackers(run_dir: str | Path, run_name: str = "kd_zoo") -> list:
     """The JSONL tracker, plus TensorBoard when it is installed."""
     trackers: list = [JsonlTracker(run_name, run_dir)]
-    try:
+    try:  # an optional dependency: imported only to learn whether it is installed
         import tensorboard  # noqa: F401
     except ImportError:
         return trackers
@@ -64,3 +64,15 @@ def make_trackers(run_dir: str | Path, run_name: str = "kd_zoo") -> list:
 def read_jsonl(path: str | Path) -> list[dict]:
     """Records of a `metrics.jsonl` file."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def flat_config(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> flat {"a.b": scalar} that every tracker accepts."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_config(value, name + "."))
+        else:
+            flat[name] = value if isinstance(value, bool | int | float | str) or value is None else str(value)
+    return flat

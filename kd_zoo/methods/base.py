@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import Registry
@@ -154,3 +155,56 @@ def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     if logits.shape[0] == 0:
         return logits.sum() * 0.0
     return torch.nn.functional.cross_entropy(logits, labels)
+
+
+# -- what feature methods read from a model's description ---------------------------------------------------------
+DEFAULT_INPUT_SIZE = (32, 32)  # the CIFAR zoo's input, when a model's pretrained_cfg does not say
+
+
+def stage_channels(model: nn.Module) -> list[int]:
+    """Output channels of every stage (stem first), from `feature_info`."""
+    info = getattr(model, "feature_info", None)
+    if not info:
+        raise ValueError(f"{type(model).__name__} has no `feature_info`; feature distillation needs its stages")
+    return [int(f["num_chs"]) for f in info]
+
+
+def stage_shapes(model: nn.Module, input_size: tuple[int, int]) -> list[tuple[int, int, int]]:
+    """(channels, height, width) of every stage output (stem first), from `feature_info` and the input size."""
+    h, w = input_size
+    # Stride-2 convs with padding round up, so a map is ceil(input / reduction).
+    return [
+        (c, -(-h // int(f["reduction"])), -(-w // int(f["reduction"])))
+        for c, f in zip(stage_channels(model), model.feature_info, strict=True)
+    ]
+
+
+def resolve_stage(index: int, num_stages: int, model: nn.Module, what: str) -> int:
+    """A stage index (negative from the end) as a non-negative index, or a ValueError naming the valid range."""
+    if not -num_stages <= index < num_stages:
+        raise ValueError(
+            f"{what} {index} is out of range for {type(model).__name__}, which has {num_stages} stage outputs "
+            f"(0 = stem ... {num_stages - 1}); pass an index in [-{num_stages}, {num_stages - 1}]"
+        )
+    return index % num_stages
+
+
+def model_input_size(model: nn.Module, input_size: int | tuple[int, int] | None = None) -> tuple[int, int]:
+    """(H, W) of the training images: `input_size` if given, else the model's `pretrained_cfg["input_size"]`."""
+    if input_size is None:
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        size = cfg.get("input_size")
+        return (int(size[-2]), int(size[-1])) if size else DEFAULT_INPUT_SIZE
+    if isinstance(input_size, int):
+        return (input_size, input_size)
+    return (int(input_size[0]), int(input_size[1]))
+
+
+def match_spatial(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
+    """Average-pool the larger of two maps to the smaller one's spatial size (by height, as the references)."""
+    s_h, t_h = student.shape[2], teacher.shape[2]
+    if s_h > t_h:
+        student = F.adaptive_avg_pool2d(student, teacher.shape[2:])
+    elif s_h < t_h:
+        teacher = F.adaptive_avg_pool2d(teacher, student.shape[2:])
+    return student, teacher

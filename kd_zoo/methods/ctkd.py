@@ -15,8 +15,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .base import DistillMethod, ModelOutputs, StepContext, cross_entropy, register_method
-from .kd import kd_loss
+from .base import DistillMethod, ModelOutputs, StepContext, register_method
+from .kd import ce_and_kd_terms
 
 
 class _ScaleGradient(torch.autograd.Function):
@@ -83,11 +83,14 @@ class CTKD(DistillMethod):
     def forward(
         self, student: ModelOutputs, teacher: ModelOutputs, labels: Tensor, ctx: StepContext
     ) -> dict[str, Tensor]:
-        temperature = self.temperature(ctx).squeeze(0)
-        return {
-            "loss_ce": self.ce_weight * cross_entropy(student.logits, labels),
-            "loss_kd": self.kd_weight * kd_loss(student.logits, teacher.logits, temperature),
-        }
+        return ce_and_kd_terms(
+            student.logits,
+            teacher.logits,
+            labels,
+            self.ce_weight,
+            self.kd_weight,
+            self.temperature(ctx).squeeze(0),
+        )
 
     def diagnostics(self) -> dict[str, float]:
         return {"ctkd_temperature": float(self.temperature().detach())}

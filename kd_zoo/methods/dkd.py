@@ -4,7 +4,7 @@
 temperature T, TCKD = KL between the binary [p_target, 1 - p_target] distributions and NCKD = KL between the
 distributions over the non-target classes; each summed and divided by the batch, times T^2.
 L = CE + min(epoch / warmup, 1) * (alpha * TCKD + beta * NCKD). CIFAR-100 defaults (mdistiller configs):
-alpha 1, beta 8, T 4, warm-up 20 epochs; beta is per pair (`kd_zoo.zoo.dkd_beta`). ImageNet: beta 0.5, T 1,
+alpha 1, beta 8, T 4, warm-up 20 epochs; beta is per pair (`kd_zoo.pairs.dkd_beta`). ImageNet: beta 0.5, T 1,
 warm-up 1. mdistiller counts epochs from 1, so the warm-up factor here is (epoch + 1) / warmup.
 """
 
@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..pairs import DKD_DEFAULT_BETA
 from .base import DistillMethod, ModelOutputs, StepContext, cross_entropy, register_method
+from .kd import KD_TEMPERATURE
 
 
 def _binary_and_nontarget_log_probs(logits: Tensor, labels: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
@@ -68,8 +70,8 @@ class DKD(DistillMethod):
         student: nn.Module,
         teacher: nn.Module,
         alpha: float = 1.0,
-        beta: float = 8.0,
-        temperature: float = 4.0,
+        beta: float = DKD_DEFAULT_BETA,
+        temperature: float = KD_TEMPERATURE,
         warmup: int = 20,
         ce_weight: float = 1.0,
     ):

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import DistillMethod, ModelOutputs, StepContext, cross_entropy, register_method
-from .kd import kd_loss
+from .base import DistillMethod, ModelOutputs, StepContext, register_method
+from .kd import KD_TEMPERATURE, ce_and_kd_terms
 
 
 def label_adjustment(teacher_logits: Tensor, labels: Tensor) -> Tensor:
@@ -80,7 +80,7 @@ class DTDLA(DistillMethod):
         self,
         student: nn.Module,
         teacher: nn.Module,
-        base_temperature: float = 4.0,
+        base_temperature: float = KD_TEMPERATURE,
         beta: float = 1.0,
         gamma: float = 1.0,
         weight: Literal["flsw", "cwsm"] = "flsw",
@@ -107,7 +107,4 @@ class DTDLA(DistillMethod):
             self.weight,
             self.min_temperature,
         )
-        return {
-            "loss_ce": self.ce_weight * cross_entropy(student.logits, labels),
-            "loss_kd": self.kd_weight * kd_loss(student.logits, teacher_logits, temperature),
-        }
+        return ce_and_kd_terms(student.logits, teacher_logits, labels, self.ce_weight, self.kd_weight, temperature)

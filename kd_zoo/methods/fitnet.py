@@ -16,8 +16,6 @@ the input size (the student's `pretrained_cfg`, 32 x 32 for the CIFAR zoo), neve
   3x3 conv, padding 1, and the teacher map average-pooled to the student's size (SemCKD's `ConvReg`; CRD's
   raises here);
 then BatchNorm + ReLU. The conv keeps its bias, as in the references.
-
-Extras for resnet32x4 -> resnet8x4 (hint 2: 128x16x16 -> 128x16x16, a 1x1 conv): 16,768 parameters.
 """
 
 from __future__ import annotations
@@ -25,10 +23,17 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import DistillMethod, FeatureRequest, ModelOutputs, StepContext, cross_entropy, register_method
-from .kd import kd_loss
-
-DEFAULT_INPUT_SIZE = (32, 32)  # CIFAR
+from .base import (
+    DistillMethod,
+    FeatureRequest,
+    ModelOutputs,
+    StepContext,
+    model_input_size,
+    register_method,
+    resolve_stage,
+    stage_shapes,
+)
+from .kd import KD_TEMPERATURE, ce_and_kd_terms
 
 
 def fitnet_loss(regressed: Tensor, teacher_hint: Tensor) -> Tensor:
@@ -41,36 +46,6 @@ def fitnet_loss(regressed: Tensor, teacher_hint: Tensor) -> Tensor:
     if regressed.numel() == 0:
         return regressed.sum() * 0.0
     return F.mse_loss(regressed, teacher_hint)
-
-
-def stage_shapes(model: nn.Module, input_size: tuple[int, int]) -> list[tuple[int, int, int]]:
-    """(channels, height, width) of every stage output (stem first), from `feature_info` and the input size."""
-    info = getattr(model, "feature_info", None)
-    if not info:
-        raise ValueError(f"{type(model).__name__} has no `feature_info`; feature distillation needs its stages")
-    h, w = input_size
-    # Stride-2 convs with padding round up, so a map is ceil(input / reduction).
-    return [(int(f["num_chs"]), -(-h // int(f["reduction"])), -(-w // int(f["reduction"]))) for f in info]
-
-
-def resolve_stage(index: int, num_stages: int, model: nn.Module, what: str) -> int:
-    """A stage index (negative from the end) as a non-negative index, or a ValueError naming the valid range."""
-    if not -num_stages <= index < num_stages:
-        raise ValueError(
-            f"{what} {index} is out of range for {type(model).__name__}, which has {num_stages} stage outputs "
-            f"(0 = stem ... {num_stages - 1}); pass an index in [-{num_stages}, {num_stages - 1}]"
-        )
-    return index % num_stages
-
-
-def _input_size(model: nn.Module, input_size: int | tuple[int, int] | None) -> tuple[int, int]:
-    if input_size is None:
-        cfg = getattr(model, "pretrained_cfg", None) or {}
-        size = cfg.get("input_size")
-        return (int(size[-2]), int(size[-1])) if size else DEFAULT_INPUT_SIZE
-    if isinstance(input_size, int):
-        return (input_size, input_size)
-    return (int(input_size[0]), int(input_size[1]))
 
 
 class HintRegressor(nn.Module):
@@ -132,11 +107,11 @@ class FitNet(DistillMethod):
         weight: float = 100.0,
         ce_weight: float = 1.0,
         kd_weight: float = 0.0,
-        temperature: float = 4.0,
+        temperature: float = KD_TEMPERATURE,
         input_size: int | tuple[int, int] | None = None,
     ):
         super().__init__(student, teacher)
-        self.input_size = _input_size(student, input_size)
+        self.input_size = model_input_size(student, input_size)
         s_shapes, t_shapes = stage_shapes(student, self.input_size), stage_shapes(teacher, self.input_size)
         t_hint = hint_layer if teacher_hint_layer is None else teacher_hint_layer
         self.student_stage = resolve_stage(hint_layer, len(s_shapes), student, "hint_layer")
@@ -163,10 +138,7 @@ class FitNet(DistillMethod):
                 f"which it maps to {tuple(regressed.shape[2:])}. Create the method with input_size=(H, W) of the "
                 "training images."
             )
-        terms = {
-            "loss_ce": self.ce_weight * cross_entropy(student.logits, labels),
+        return {
+            **ce_and_kd_terms(student.logits, teacher.logits, labels, self.ce_weight, self.kd_weight, self.temperature),
             "loss_fitnet": self.weight * fitnet_loss(regressed, target),
         }
-        if self.kd_weight:
-            terms["loss_kd"] = self.kd_weight * kd_loss(student.logits, teacher.logits, self.temperature)
-        return terms

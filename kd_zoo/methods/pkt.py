@@ -8,7 +8,7 @@ weight); eps = 1e-7 inside the norms and the log, as in the authors' code (also 
 `cosine_similarity_loss`, whose semantics this was checked against).
 
 CIFAR-100 defaults (CRD's script `-a 0 -b 30000`, mdistiller): weight 30000, CE 1, no KD term. SemCKD's scripts
-keep KD on (`-r 1 -a 1 -b 30000`): pass `kd_weight=1`. PKT has no trainable extras (0 parameters).
+keep KD on (`-r 1 -a 1 -b 30000`): pass `kd_weight=1`. PKT has no trainable extras.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import DistillMethod, FeatureRequest, ModelOutputs, StepContext, cross_entropy, register_method
-from .kd import kd_loss
+from .base import DistillMethod, FeatureRequest, ModelOutputs, StepContext, register_method
+from .kd import KD_TEMPERATURE, ce_and_kd_terms
 
 
 def _similarity_distribution(features: Tensor, eps: float) -> Tensor:
@@ -73,17 +73,12 @@ class PKT(DistillMethod):
         weight: float = 30000.0,
         ce_weight: float = 1.0,
         kd_weight: float = 0.0,
-        temperature: float = 4.0,
+        temperature: float = KD_TEMPERATURE,
         eps: float = 1e-7,
     ):
         super().__init__(student, teacher)
-        self.weight, self.ce_weight, self.kd_weight, self.temperature, self.eps = (
-            weight,
-            ce_weight,
-            kd_weight,
-            temperature,
-            eps,
-        )
+        self.weight, self.ce_weight, self.kd_weight, self.temperature = weight, ce_weight, kd_weight, temperature
+        self.eps = eps
 
     @property
     def student_request(self) -> FeatureRequest:
@@ -96,10 +91,7 @@ class PKT(DistillMethod):
     def forward(
         self, student: ModelOutputs, teacher: ModelOutputs, labels: Tensor, ctx: StepContext
     ) -> dict[str, Tensor]:
-        terms = {
-            "loss_ce": self.ce_weight * cross_entropy(student.logits, labels),
+        return {
+            **ce_and_kd_terms(student.logits, teacher.logits, labels, self.ce_weight, self.kd_weight, self.temperature),
             "loss_pkt": self.weight * pkt_loss(student.pooled, teacher.pooled, self.eps),
         }
-        if self.kd_weight:
-            terms["loss_kd"] = self.kd_weight * kd_loss(student.logits, teacher.logits, self.temperature)
-        return terms

@@ -21,11 +21,9 @@ batch is exactly the reference and a smaller one (DS, or the last batch, which i
 uses the first n input weights. n > batch_size raises a ValueError naming both sizes and the fix, before any
 computation. The Gram matrices and the MLPs run in float32 even under autocast (raw Gram entries overflow fp16).
 
-Extras for resnet32x4 -> resnet8x4 at batch_size 64: 10,233,632 parameters (15,648 in the six query / key MLPs,
-10,217,984 in the nine projections). The projections scale with the teacher's widths: with the ResNet50 teacher
-(2048 channels, a 4096-wide 3x3 conv per student stage) the extras reach 848,681,344 (-> MobileNetV2) and
-857,682,304 (-> VGG8) parameters, as in the reference; `max_mid_channels` caps the hidden width (a kd_zoo option, off by
-default).
+The projections scale with the teacher's widths: with the ResNet50 teacher (2048 channels, a 4096-wide 3x3 conv
+per student stage) the extras reach about 850 million parameters, as in the reference (tests/test_feature_methods.py
+pins the counts); `max_mid_channels` caps the hidden width (a kd_zoo option, off by default).
 """
 
 from __future__ import annotations
@@ -36,9 +34,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import DistillMethod, FeatureRequest, ModelOutputs, StepContext, cross_entropy, register_method
-from .fitnet import resolve_stage
-from .kd import kd_loss
+from .base import (
+    DistillMethod,
+    FeatureRequest,
+    ModelOutputs,
+    StepContext,
+    match_spatial,
+    register_method,
+    resolve_stage,
+    stage_channels,
+)
+from .kd import KD_TEMPERATURE, ce_and_kd_terms
 
 
 def gram_rows(features: Tensor, width: int) -> Tensor:
@@ -150,7 +156,7 @@ class SemCKD(DistillMethod):
         weight: float = 400.0,
         ce_weight: float = 1.0,
         kd_weight: float = 1.0,
-        temperature: float = 4.0,
+        temperature: float = KD_TEMPERATURE,
         factor: int = 4,
         student_stages: Sequence[int] | None = None,
         teacher_stages: Sequence[int] | None = None,
@@ -159,8 +165,7 @@ class SemCKD(DistillMethod):
         super().__init__(student, teacher)
         if factor < 1 or batch_size < factor:
             raise ValueError(f"SemCKD needs batch_size >= factor >= 1, got batch_size={batch_size}, factor={factor}")
-        s_chs = [int(f["num_chs"]) for f in student.feature_info]
-        t_chs = [int(f["num_chs"]) for f in teacher.feature_info]
+        s_chs, t_chs = stage_channels(student), stage_channels(teacher)
         s_idx = range(1, len(s_chs)) if student_stages is None else student_stages
         t_idx = range(1, len(t_chs)) if teacher_stages is None else teacher_stages
         self.student_stages = tuple(resolve_stage(i, len(s_chs), student, "student stage") for i in s_idx)
@@ -213,19 +218,12 @@ class SemCKD(DistillMethod):
         self, student_stages: Sequence[Tensor], teacher_stages: Sequence[Tensor]
     ) -> tuple[list[list[Tensor]], list[list[Tensor]]]:
         """projected[i][j] and targets[i][j]: the larger map pooled to the smaller size, the student's projected."""
-        projected: list[list[Tensor]] = []
-        targets: list[list[Tensor]] = []
-        for f_s, row in zip(student_stages, self.projectors, strict=True):
-            projected.append([])
-            targets.append([])
-            for f_t, projector in zip(teacher_stages, row, strict=True):
-                if f_s.shape[2] > f_t.shape[2]:
-                    projected[-1].append(projector(F.adaptive_avg_pool2d(f_s, f_t.shape[2:])))
-                    targets[-1].append(f_t)
-                else:
-                    projected[-1].append(projector(f_s))
-                    targets[-1].append(F.adaptive_avg_pool2d(f_t, f_s.shape[2:]))
-        return projected, targets
+        pooled = [[match_spatial(f_s, f_t) for f_t in teacher_stages] for f_s in student_stages]
+        projected = [
+            [projector(f_s) for projector, (f_s, _) in zip(projectors, row, strict=True)]
+            for projectors, row in zip(self.projectors, pooled, strict=True)
+        ]
+        return projected, [[f_t for _, f_t in row] for row in pooled]
 
     def forward(
         self, student: ModelOutputs, teacher: ModelOutputs, labels: Tensor, ctx: StepContext
@@ -238,7 +236,6 @@ class SemCKD(DistillMethod):
             projected, targets = self.project(student.stages, teacher.stages)
             semckd = semckd_loss(projected, targets, attention)
         return {
-            "loss_ce": self.ce_weight * cross_entropy(student.logits, labels),
-            "loss_kd": self.kd_weight * kd_loss(student.logits, teacher.logits, self.temperature),
+            **ce_and_kd_terms(student.logits, teacher.logits, labels, self.ce_weight, self.kd_weight, self.temperature),
             "loss_semckd": self.weight * semckd,
         }

@@ -16,9 +16,6 @@ student.
 
 A single distilled row (possible with Data Selection) has no batch statistics: the connector's BatchNorm then
 normalises with its running statistics and leaves them unchanged (rule of kd_zoo; the reference would crash).
-
-Extras for resnet32x4 -> resnet8x4 (256 -> 256): 66,048 trainable parameters (plus the 25,700-value frozen
-classifier copy as buffers).
 """
 
 from __future__ import annotations
@@ -26,8 +23,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import DistillMethod, FeatureRequest, ModelOutputs, StepContext, cross_entropy, register_method
-from .kd import kd_loss
+from .base import DistillMethod, FeatureRequest, ModelOutputs, StepContext, register_method
+from .kd import KD_TEMPERATURE, ce_and_kd_terms
 
 
 def srrl_loss(
@@ -102,7 +99,7 @@ class SRRL(DistillMethod):
         logit_weight: float = 1.0,
         ce_weight: float = 0.1,
         kd_weight: float = 0.9,
-        temperature: float = 4.0,
+        temperature: float = KD_TEMPERATURE,
     ):
         super().__init__(student, teacher)
         classifier = teacher.get_classifier()
@@ -150,11 +147,8 @@ class SRRL(DistillMethod):
             self._classifier_checked = True
         projected = self.connector(student.pooled)
         feat, logit = srrl_loss(projected, teacher.pooled, teacher.logits, self.teacher_weight, self.teacher_bias)
-        terms = {
-            "loss_ce": self.ce_weight * cross_entropy(student.logits, labels),
+        return {
+            **ce_and_kd_terms(student.logits, teacher.logits, labels, self.ce_weight, self.kd_weight, self.temperature),
             "loss_srrl_feat": self.feat_weight * feat,
             "loss_srrl_logit": self.logit_weight * logit,
         }
-        if self.kd_weight:
-            terms["loss_kd"] = self.kd_weight * kd_loss(student.logits, teacher.logits, self.temperature)
-        return terms

@@ -17,7 +17,6 @@ MobileNetV2, MobileNetV2's fifth stage is unused). Pass `stage_pairs` to choose 
 
 CIFAR-100 defaults (CRD's script `-a 0 -b 1`, mdistiller): weight 1, CE 1, no KD term (SemCKD's scripts keep
 KD on, `-r 1 -a 1`: pass `kd_weight=1`).
-Extras for resnet32x4 -> resnet8x4 (pairs 64->64, 128->128, 256->256): 258,496 parameters.
 """
 
 from __future__ import annotations
@@ -29,9 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import DistillMethod, FeatureRequest, ModelOutputs, StepContext, cross_entropy, register_method
-from .fitnet import resolve_stage
-from .kd import kd_loss
+from .base import (
+    DistillMethod,
+    FeatureRequest,
+    ModelOutputs,
+    StepContext,
+    match_spatial,
+    register_method,
+    resolve_stage,
+    stage_channels,
+)
+from .kd import KD_TEMPERATURE, ce_and_kd_terms
 
 
 def vid_loss(mean: Tensor, target: Tensor, variance: Tensor) -> Tensor:
@@ -50,16 +57,6 @@ def vid_loss(mean: Tensor, target: Tensor, variance: Tensor) -> Tensor:
         mean, target = mean.float(), target.float()
     var = variance.reshape(1, -1, *([1] * (mean.ndim - 2))).to(mean.dtype)
     return (0.5 * ((mean - target.to(mean.dtype)) ** 2 / var + torch.log(var))).mean()
-
-
-def match_spatial(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
-    """Average-pool the larger of two maps to the smaller one's spatial size (by height, as the references)."""
-    s_h, t_h = student.shape[2], teacher.shape[2]
-    if s_h > t_h:
-        student = F.adaptive_avg_pool2d(student, teacher.shape[2:])
-    elif s_h < t_h:
-        teacher = F.adaptive_avg_pool2d(teacher, student.shape[2:])
-    return student, teacher
 
 
 def _conv1x1(c_in: int, c_out: int) -> nn.Conv2d:
@@ -119,14 +116,13 @@ class VID(DistillMethod):
         weight: float = 1.0,
         ce_weight: float = 1.0,
         kd_weight: float = 0.0,
-        temperature: float = 4.0,
+        temperature: float = KD_TEMPERATURE,
         init_variance: float = 5.0,
         eps: float = 1e-5,
         stage_pairs: Sequence[tuple[int, int]] | None = None,
     ):
         super().__init__(student, teacher)
-        s_chs = [int(f["num_chs"]) for f in student.feature_info]
-        t_chs = [int(f["num_chs"]) for f in teacher.feature_info]
+        s_chs, t_chs = stage_channels(student), stage_channels(teacher)
         if stage_pairs is None:
             stage_pairs = list(zip(range(1, len(s_chs)), range(1, len(t_chs)), strict=False))  # the shorter list
         pairs = [
@@ -151,10 +147,7 @@ class VID(DistillMethod):
         self, student: ModelOutputs, teacher: ModelOutputs, labels: Tensor, ctx: StepContext
     ) -> dict[str, Tensor]:
         vid = sum(r(f_s, f_t) for r, f_s, f_t in zip(self.regressors, student.stages, teacher.stages, strict=True))
-        terms = {
-            "loss_ce": self.ce_weight * cross_entropy(student.logits, labels),
+        return {
+            **ce_and_kd_terms(student.logits, teacher.logits, labels, self.ce_weight, self.kd_weight, self.temperature),
             "loss_vid": self.weight * vid,
         }
-        if self.kd_weight:
-            terms["loss_kd"] = self.kd_weight * kd_loss(student.logits, teacher.logits, self.temperature)
-        return terms

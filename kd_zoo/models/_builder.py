@@ -18,8 +18,8 @@ from timm.models._registry import get_arch_pretrained_cfgs
 from torch import nn
 
 from ..constants import CIFAR100_MEAN, CIFAR100_STD, HF_ORG
+from ..pairs import pretrained_tags
 from ..registry import close_matches
-from ..zoo import pretrained_tags
 from ._base import _check_num_classes
 
 _logger = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from accelerate.utils import broadcast, gather_object
 from torch import Tensor
 
 
@@ -44,14 +45,10 @@ class Comm:
         """The main process's `tensor` on every process (the others pass a tensor of the same shape and dtype)."""
         if self.num_processes == 1:
             return tensor
-        from accelerate.utils import broadcast
-
         return broadcast(tensor.contiguous(), from_process=0)
 
     def gather_object(self, obj: Any) -> list[Any]:
         """Every process's `obj`, in process order, on every process."""
         if self.num_processes == 1:
             return [obj]
-        from accelerate.utils import gather_object
-
         return gather_object([obj])

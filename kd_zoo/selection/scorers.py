@@ -1,10 +1,10 @@
-"""Per-sample scorers for Data Selection, all fed by one pass of the frozen teacher (see `scoring.py`).
+"""Per-sample scorers for Data Selection, all fed by one pass of the frozen teacher (see `teacher_pass.py`).
 
 "Improve Knowledge Distillation via Label Revision and Data Selection" (Lan et al., arXiv 2404.03693), Sec. III-A
 (Eq. 3-6) ranks training samples by an influence score; the paper does not say how the influence vector becomes a
 scalar. kd_zoo's default is the self-influence s_i = g_i^T (H + lambda I)^-1 g_i of each sample's cross-entropy,
 restricted to the teacher's classifier layer, where H has a closed form (shared/reference/influence.md, and
-`hessian.py` for the formulas):
+`influence_math.py` for the formulas):
 
 * `influence` (default): EK-FAC of the classifier layer (weights and bias). No per-sample gradients, no iterative
   solver: the statistics A, G and tr(H) are summed during the teacher pass, the eigenvalues Lambda* on one sweep
@@ -44,7 +44,8 @@ from torch import Tensor
 
 from ..registry import Registry
 from .comm import Comm
-from .hessian import (
+from .head_inputs import HeadChunk
+from .influence_math import (
     ekfac_cross_influence,
     ekfac_eigenvalue_sums,
     ekfac_self_influence,
@@ -53,7 +54,6 @@ from .hessian import (
     kfac_sums,
     resolve_damping,
 )
-from .store import HeadChunk
 
 SCORERS: Registry[type[Scorer]] = Registry("scorer")
 DEFAULT_SCORER = "influence"
@@ -389,6 +389,31 @@ class ExactInfluence(Scorer):
         }
 
 
-def scorer_names() -> list[str]:
-    """Every registered scorer."""
-    return SCORERS.names()
+def score_head_inputs(
+    features: Tensor,
+    log_probs: Tensor,
+    labels: Tensor,
+    sample_idx: Tensor | None = None,
+    scorer: str | Scorer = DEFAULT_SCORER,
+) -> Tensor:
+    """Scores from precomputed classifier-layer inputs, in one process (no teacher, no metadata).
+
+    Args:
+        features: `[N, d]` pooled pre-logit features.
+        log_probs: `[N, C]` the teacher's log-softmax.
+        labels: int64 `[N]`.
+        sample_idx: int64 `[N]` (default 0..N-1).
+        scorer: a name in `SCORERS` or a `Scorer`.
+
+    Returns:
+        float64 `[N]` scores in the input order.
+    """
+    s = make_scorer(scorer) if isinstance(scorer, str) else scorer
+    n = features.shape[0]
+    idx = torch.arange(n) if sample_idx is None else torch.as_tensor(sample_idx, dtype=torch.int64)
+    chunk = HeadChunk(features.float().cpu(), log_probs.float().cpu(), labels.long().cpu(), idx.cpu())
+    ctx = ScoringContext(log_probs.shape[1], features.shape[1], idx.cpu(), Comm(), chunks=lambda: iter([chunk]))
+    s.begin(ctx)
+    s.observe(chunk)
+    s.fit()
+    return s.score(chunk)

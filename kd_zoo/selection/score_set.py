@@ -6,21 +6,19 @@ settings (the damping used, ...), the teacher (architecture, weights, `weights_f
 of the split (`kd_zoo.data.dataset_fingerprint`), the kd_zoo version, N, the number of processes, and where the
 teacher's mistakes fall (`mistakes_report`).
 
-On disk (`save`), a folder the Hub and `datasets.load_dataset(folder, split="train")` read as is:
+On disk, a score set is the folder `kd_zoo.hub.export_scores` writes, which the Hub and
+`datasets.load_dataset(folder, split="train")` read as is:
 
     folder/
-      README.md                           dataset card (kd_zoo.hub.score_set_card, model_cards/scores_card.md);
-                                          its YAML front matter pins the config and holds the metadata under
-                                          `kd_zoo:`
-      data/train-00000-of-00001.parquet   the columns; the metadata JSON also in the schema metadata (key
-                                          `kd_zoo`), so a bare parquet file keeps it
-
-Local paths in the metadata (the teacher's weights file, a local data set's folder) are written as names only, so
-the folder can be published as it is (`recipes/score.py --push-to-hub ORG/NAME`).
+      README.md                           data set card (model_cards/scores_card.md); its YAML front matter holds
+                                          the metadata under `kd_zoo:`
+      data/train-00000-of-00001.parquet   the columns (`ScoreSet.to_arrow`); the metadata JSON also in the schema
+                                          metadata (key `kd_zoo`), so a bare parquet file keeps it
 
 `ScoreSet.load` reads such a folder, a bare parquet file, or a `save_to_disk` folder of `ScoreSet.dataset` (the
 metadata JSON is kept in `dataset.info.description`). `ScoreSet.join(train)` aligns the scores with a split,
-refusing scores of other data, of another teacher, and missing, duplicated or foreign indices.
+refusing scores of other data, of another teacher, and missing, duplicated or foreign indices; the aligned scores
+give the distill mask (`AlignedScores.distill_mask`, through `kd_zoo.selection.select`).
 """
 
 from __future__ import annotations
@@ -48,11 +46,10 @@ from ..constants import (
     TEACHER_CORRECT_COLUMN,
     TEACHER_PRED_COLUMN,
 )
-from ..data.errors import FingerprintMismatchError
-from ..data.fingerprint import check_fingerprint, dataset_fingerprint
-from ..data.tensor import TensorImageSet
+from ..data import FingerprintMismatchError, TensorImageSet, check_fingerprint, dataset_fingerprint
+from ..loading import weights_fingerprint
 from .errors import ScoreSetFormatError, ScoreSetIndexError, TeacherMismatchError
-from .selector import DEFAULT_FRACTION, DEFAULT_STRATEGY, mask_by_index, mistakes_report, select
+from .strategies import DEFAULT_FRACTION, DEFAULT_STRATEGY, mask_by_index, mistakes_report, select
 
 FORMAT = "kd_zoo.ScoreSet/1"
 METADATA_KEY = b"kd_zoo"
@@ -98,15 +95,12 @@ class AlignedScores:
     teacher_correct: Tensor
     metadata: dict[str, Any]
 
-    def select(self, fraction: float = DEFAULT_FRACTION, strategy: str = DEFAULT_STRATEGY, seed: int = 0) -> Tensor:
-        """bool `[N]` aligned with the split's rows: True = distilled (Dt). See `kd_zoo.selection.select`."""
-        return select(self.scores, self.sample_idx, fraction, strategy, seed)
-
     def distill_mask(
         self, fraction: float = DEFAULT_FRACTION, strategy: str = DEFAULT_STRATEGY, seed: int = 0
     ) -> Tensor:
-        """The same selection indexed by `sample_idx` value, as `kd_zoo.engine.fit(distill_mask=...)` reads it."""
-        return mask_by_index(self.select(fraction, strategy, seed), self.sample_idx)
+        """bool, indexed by `sample_idx` value (True = distilled, Dt), as `kd_zoo.engine.fit(distill_mask=...)`
+        reads it: `kd_zoo.selection.select` over the split's scores."""
+        return mask_by_index(select(self.scores, self.sample_idx, fraction, strategy, seed), self.sample_idx)
 
     def mistakes(self, fraction: float = DEFAULT_FRACTION, seed: int = 0) -> dict[str, Any]:
         """Where the teacher's mistakes fall under each strategy (`kd_zoo.selection.mistakes_report`)."""
@@ -191,18 +185,10 @@ class ScoreSet:
     def teacher_correct(self) -> np.ndarray:
         return self.column(TEACHER_CORRECT_COLUMN)
 
-    def select(self, fraction: float = DEFAULT_FRACTION, strategy: str = DEFAULT_STRATEGY, seed: int = 0) -> Tensor:
-        """bool `[len(self)]` aligned with this score set's rows (see `kd_zoo.selection.select`)."""
-        return select(self.scores, self.sample_idx, fraction, strategy, seed)
-
-    def mistakes(self, fraction: float = DEFAULT_FRACTION, seed: int = 0) -> dict[str, Any]:
-        """Where the teacher's mistakes fall under each strategy (`kd_zoo.selection.mistakes_report`)."""
-        return mistakes_report(self.scores, self.sample_idx, self.teacher_correct, fraction, seed)
-
     # -- disk ------------------------------------------------------------------------------------------------
     def to_arrow(self, metadata: dict[str, Any] | None = None) -> pa.Table:
         """The columns as a pyarrow Table whose schema metadata carries the metadata JSON (and the HF features);
-        `metadata` replaces `self.metadata` there (`save` writes the public copy)."""
+        `metadata` replaces `self.metadata` there (`kd_zoo.hub.export_scores` writes the public copy)."""
         table = pa.table({c: pa.array(v) for c, v in self._columns.items()})
         schema_metadata = {
             METADATA_KEY: json.dumps(self.metadata if metadata is None else metadata, sort_keys=True).encode(),
@@ -210,43 +196,10 @@ class ScoreSet:
         }
         return table.replace_schema_metadata(schema_metadata)
 
-    def save(
-        self,
-        folder: str | os.PathLike,
-        overwrite: bool = False,
-        *,
-        repo_id: str | None = None,
-        template: str | None = None,
-    ) -> Path:
-        """Write the Hub-ready folder (see the module docstring); returns it.
-
-        What is written holds no local path (`kd_zoo.hub.public_metadata`: the teacher's weights as a file name, a
-        zoo tag or an `hf-hub:` id); the fingerprints are kept. `repo_id` names the repo in the card's usage
-        snippet (default: `kd-zoo/<data>-<teacher>-<scorer>-scores`); `template` replaces the card template.
-
-        Raises:
-            FileExistsError: the folder already holds a score set or other files and `overwrite` is False.
-            kd_zoo.hub.CardTemplateError: the card template needs a field that is missing (nothing is written).
-        """
-        from ..hub import public_metadata, score_set_card
-
-        folder = Path(folder)
-        if folder.exists() and any(folder.iterdir()) and not overwrite:
-            raise FileExistsError(
-                f"{folder} is not empty; pass overwrite=True (recipes/score.py: --overwrite) or another folder"
-            )
-        public = public_metadata(self.metadata)
-        card = score_set_card(public, num_rows=len(self), repo_id=repo_id, template=template)  # checked first
-        (folder / "data").mkdir(parents=True, exist_ok=True)
-        for stale in (folder / "data").glob("*.parquet"):  # other shard counts of an older score set
-            stale.unlink()
-        pq.write_table(self.to_arrow(public), folder / PARQUET_PATH)
-        card.save(str(folder / "README.md"))
-        return folder
-
     @classmethod
     def load(cls, path: str | os.PathLike) -> ScoreSet:
-        """Read a score set folder (`save`), a bare parquet file, or a `save_to_disk` folder of `ScoreSet.dataset`."""
+        """Read a score set folder (`kd_zoo.hub.export_scores`), a bare parquet file, or a `save_to_disk` folder of
+        `ScoreSet.dataset`."""
         path = Path(path)
         if path.is_file():
             if path.suffix != ".parquet":
@@ -259,15 +212,15 @@ class ScoreSet:
             except json.JSONDecodeError:
                 raise ScoreSetFormatError(
                     f"{path} is a save_to_disk folder without score-set metadata in its info.description; save "
-                    "ScoreSet.dataset (not a bare Dataset), or use ScoreSet.save"
+                    "ScoreSet.dataset (not a bare Dataset), or write the folder with kd_zoo.hub.export_scores"
                 ) from None
             return cls(ds, metadata)
         elif path.is_dir():
             files = sorted((path / "data").glob("*.parquet")) or sorted(path.glob("*.parquet"))
             if not files:
                 raise ScoreSetFormatError(
-                    f"no score set in {path}: expected data/*.parquet (ScoreSet.save), a .parquet file, or a "
-                    "save_to_disk folder"
+                    f"no score set in {path}: expected data/*.parquet (kd_zoo.hub.export_scores), a .parquet file, "
+                    "or a save_to_disk folder"
                 )
         else:
             raise FileNotFoundError(f"score set {path} not found")
@@ -282,7 +235,7 @@ class ScoreSet:
             if metadata is None:
                 raise ScoreSetFormatError(
                     f"{files[0]} has no kd_zoo metadata (schema key 'kd_zoo', or a README.md with a 'kd_zoo:' "
-                    "section): it was not written by ScoreSet.save"
+                    "section): it was not written by kd_zoo.hub.export_scores"
                 )
         table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
         missing = [c for c in FEATURES if c not in table.column_names]
@@ -290,14 +243,6 @@ class ScoreSet:
             raise ScoreSetFormatError(f"{path} lacks the columns {missing} (has {table.column_names})")
         columns = {c: np.asarray(table.column(c).to_numpy(), dtype=_NUMPY_DTYPES[c]) for c in FEATURES}
         return cls(_dataset(columns), metadata)
-
-    def card(self, repo_id: str | None = None, template: str | None = None) -> str:
-        """The README.md data set card (`kd_zoo.hub.score_set_card`, template `model_cards/scores_card.md`): YAML
-        front matter pinning `data/*.parquet` with the metadata under `kd_zoo:` (local paths reduced to names),
-        then the description and a usage snippet naming `repo_id` (default: the zoo's name for this score set)."""
-        from ..hub import score_set_card
-
-        return str(score_set_card(self.metadata, num_rows=len(self), repo_id=repo_id, template=template))
 
     # -- joining ---------------------------------------------------------------------------------------------
     def join(
@@ -307,7 +252,7 @@ class ScoreSet:
 
         Args:
             train: the split (a `TensorImageSet`, or a `datasets.Dataset` in the kd_zoo schema).
-            teacher_fingerprint: the teacher in use (a module, or its `kd_zoo.checkpoints.weights_fingerprint`);
+            teacher_fingerprint: the teacher in use (a module, or its `kd_zoo.weights_fingerprint`);
                 None skips the teacher check.
 
         Raises:
@@ -319,8 +264,6 @@ class ScoreSet:
         what = f"the score set ({self.scorer}, teacher {self.metadata['teacher'].get('name')})"
         if teacher_fingerprint is not None:
             if isinstance(teacher_fingerprint, nn.Module):
-                from ..checkpoints import weights_fingerprint
-
                 teacher_fingerprint = weights_fingerprint(teacher_fingerprint)
             stored = self.metadata["teacher"]["weights_fingerprint"]
             if teacher_fingerprint != stored:

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from .hessian import append_bias, residual
+from .influence_math import append_bias, residual
 
 DEFAULT_MEMORY_LIMIT_BYTES = 256 * 2**20
 DEFAULT_CHUNK_BYTES = 8 * 2**20

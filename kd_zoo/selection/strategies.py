@@ -23,24 +23,24 @@ from torch import Tensor
 
 from ..registry import Registry
 
-DEFAULT_FRACTION = 0.8
+DEFAULT_FRACTION = 0.8  # Table II: the 80 % with the highest scores are distilled
 DEFAULT_STRATEGY = "highest"
 
 # name -> f(scores float64 [N], sample_idx int64 [N], seed) -> positions in selection-priority order
-SELECTORS: Registry[Callable[[np.ndarray, np.ndarray, int], np.ndarray]] = Registry("selection strategy")
+STRATEGIES: Registry[Callable[[np.ndarray, np.ndarray, int], np.ndarray]] = Registry("selection strategy")
 
 
-@SELECTORS.register("highest")
+@STRATEGIES.register("highest")
 def _highest(scores: np.ndarray, sample_idx: np.ndarray, seed: int) -> np.ndarray:
     return np.lexsort((sample_idx, -scores))  # the last key is the primary one
 
 
-@SELECTORS.register("lowest")
+@STRATEGIES.register("lowest")
 def _lowest(scores: np.ndarray, sample_idx: np.ndarray, seed: int) -> np.ndarray:
     return np.lexsort((sample_idx, scores))
 
 
-@SELECTORS.register("random")
+@STRATEGIES.register("random")
 def _random(scores: np.ndarray, sample_idx: np.ndarray, seed: int) -> np.ndarray:
     by_index = np.argsort(sample_idx, kind="stable")
     perm = torch.randperm(len(sample_idx), generator=torch.Generator().manual_seed(int(seed))).numpy()
@@ -73,13 +73,13 @@ def select(
         scores: `[N]` one score per sample.
         sample_idx: `[N]` the samples' unique indices (the tie-breaker, and the order `random` draws in).
         fraction: the share of samples supervised by the teacher (Dt).
-        strategy: a name in `SELECTORS`: 'highest' (default, the paper's), 'lowest' or 'random'.
+        strategy: a name in `STRATEGIES`: 'highest' (default, the paper's), 'lowest' or 'random'.
         seed: seed of 'random'.
 
     Returns:
         bool `[N]`, aligned with `scores` (position i is sample `sample_idx[i]`).
     """
-    order_fn = SELECTORS.get(strategy)
+    order_fn = STRATEGIES.get(strategy)
     s = _as_numpy(scores, np.float64).reshape(-1)
     idx = _as_numpy(sample_idx, np.int64).reshape(-1)
     if s.shape != idx.shape:
@@ -134,7 +134,7 @@ def mistakes_report(
         "in_distilled": {},
         "by_score_decile": [int((wrong & (deciles == d)).sum()) for d in range(10)],
     }
-    for strategy in SELECTORS:
+    for strategy in STRATEGIES:
         mask = select(s, idx, fraction, strategy, seed).numpy()
         report["in_distilled"][strategy] = int((wrong & mask).sum())
     return report

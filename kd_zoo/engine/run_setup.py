@@ -1,10 +1,11 @@
-"""Run set-up shared by the recipes: the Accelerator, the data loaders, the optimiser.
+"""What every run sets up before training: the Accelerator and its trackers, the data loaders, the hardware line.
 
-Small functions with explicit arguments, so a recipe reads top to bottom and names no method.
+Small functions with explicit arguments (`kd_zoo.workflow` fills them from a recipe config).
 """
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,6 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch import nn
 
 from ..data import (
     TensorBatchLoader,
@@ -108,84 +108,8 @@ def build_data(
     return RunData(train_ds, train_loader, eval_loader, len(class_names), class_names, fingerprint, name, mean, std)
 
 
-def build_recipe_data(accelerator: Accelerator, cfg: Any, model_name: str) -> RunData:
-    """`build_data` from a recipe config, normalised as `model_name` expects (its pretrained_cfg mean / std)."""
-    from ..factory import create_model
-
-    probe = create_model(model_name, num_classes=1).pretrained_cfg
-    return build_data(
-        accelerator,
-        cfg.data.name,
-        batch_size=cfg.train.batch_size,
-        eval_batch_size=cfg.data.eval_batch_size,
-        seed=cfg.train.seed,
-        mean=tuple(probe["mean"]),
-        std=tuple(probe["std"]),
-        revision=cfg.data.revision,
-        label=cfg.data.label,
-        train_split=cfg.data.train_split,
-        eval_split=cfg.data.eval_split,
-        num_workers=cfg.data.num_workers,
-    )
-
-
-def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.SGD:
-    """SGD over every trainable parameter of the student and the method's extras (CRD's optimiser)."""
-    return torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad], lr=lr, momentum=momentum, weight_decay=weight_decay
-    )
-
-
-def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config -> flat {"a.b": scalar} that every tracker accepts."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flat(value, name + "."))
-        else:
-            flat[name] = value if isinstance(value, bool | int | float | str) or value is None else str(value)
-    return flat
-
-
-def start_run(cfg: Any, project: str) -> tuple[Accelerator, Path]:
-    """Check the output folder, build the Accelerator, check the process count, save the resolved config,
-    start the trackers. `cfg` is a `kd_zoo.config.RecipeConfig`."""
-    from .checkpoint import check_writable
-    from .loop import check_num_processes
-
-    run_dir = check_writable(cfg.run.output_dir)
-    accelerator = build_accelerator(
-        run_dir,
-        mixed_precision=cfg.train.mixed_precision,
-        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
-        seed=cfg.train.seed,
-    )
-    check_num_processes(accelerator, cfg.run.num_processes)
-    if accelerator.is_main_process:
-        cfg.save(run_dir / "config.yaml")
-    accelerator.init_trackers(project, config=_flat(cfg.to_dict()))
-    return accelerator, run_dir
-
-
-def fit_options(cfg: Any) -> dict[str, Any]:
-    """`fit` keyword arguments from a recipe config's `train` and `run` sections."""
-    from .loop import step_lr
-
-    return dict(
-        num_epochs=cfg.train.epochs,
-        lr_schedule=step_lr(cfg.train.lr, cfg.train.milestones, cfg.train.lr_decay),
-        checkpoint_every=cfg.run.checkpoint_every,
-        keep_last=cfg.run.keep_last,
-        resume=cfg.run.resume,
-        log_every=cfg.run.log_every,
-        channels_last=cfg.train.channels_last,
-    )
-
-
 def hardware_summary(accelerator: Accelerator) -> str:
-    import platform
-
+    """`1 x NVIDIA H100` / `2 x x86_64 CPU (4 threads)`: what a run's card says it was trained on."""
     if accelerator.device.type == "cuda":
         device = torch.cuda.get_device_name(accelerator.device)
     else:

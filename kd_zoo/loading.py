@@ -1,8 +1,9 @@
-"""Loading a model with its weights from wherever they are, and fingerprinting weights.
+"""Create, list and load zoo models, and fingerprint their weights: the one place models come from.
 
-`load_model("lrds_resnet32x4", "teacher.safetensors")` accepts, for the weights: a `.safetensors` file, an
-exported model folder (`model.safetensors` + `config.json`, as `kd_zoo.hub` writes and the Hub serves), a Hub
-tag of the zoo (`lrds_resnet32x4.cifar100`), `hf-hub:ORG/NAME`, or None for the architecture's default tag.
+`create_model` / `list_models` are timm's, with "did you mean" for unknown kd_zoo names. `load_model` builds a model
+with its weights from wherever they are: `load_model("lrds_resnet32x4", "teacher.safetensors")` accepts a
+`.safetensors` file, an exported model folder (`model.safetensors` + `config.json`, as `kd_zoo.hub` writes and the
+Hub serves), a zoo tag (`lrds_resnet32x4.cifar100`), `hf-hub:ORG/NAME`, or None for the architecture's default tag.
 Every path goes through timm, so the same checks apply (only safetensors, tensors that fit, clear errors).
 """
 
@@ -14,9 +15,41 @@ from typing import Any
 
 import timm
 import torch
+from safetensors import safe_open
 from torch import nn
 
-from .factory import create_model
+from . import models  # noqa: F401  (registers the lrds_* architectures in timm)
+from .constants import MODEL_PREFIX
+from .registry import close_matches
+
+
+def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
+    """kd_zoo architectures (or, with `pretrained=True`, `arch.tag` names) matching a glob pattern."""
+    if not pattern.startswith(MODEL_PREFIX):
+        pattern = MODEL_PREFIX + pattern.lstrip("*") if pattern != "*" else MODEL_PREFIX + "*"
+    return timm.list_pretrained(pattern) if pretrained else timm.list_models(pattern)
+
+
+def create_model(model_name: str, **kwargs: Any) -> nn.Module:
+    """`timm.create_model`, but an unknown architecture name lists the close matches.
+
+    Example:
+        >>> import kd_zoo
+        >>> model = kd_zoo.create_model("lrds_resnet8x4", num_classes=100)
+        >>> model.num_features
+        256
+    """
+    if ":" not in model_name:
+        arch = model_name.split(".", 1)[0]
+        if not timm.is_model(arch):
+            candidates = timm.list_models(MODEL_PREFIX + "*") if arch.startswith(MODEL_PREFIX) else timm.list_models()
+            hint = close_matches(arch, candidates)
+            raise ValueError(
+                f"Unknown model {arch!r}."
+                + (f" Did you mean {', '.join(repr(h) for h in hint)}?" if hint else "")
+                + " kd_zoo.list_models() lists the kd_zoo architectures."
+            )
+    return timm.create_model(model_name, **kwargs)
 
 
 def load_model(model_name: str, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
@@ -52,8 +85,6 @@ def load_model(model_name: str, weights: str | Path | None = None, **kwargs: Any
 
 def checkpoint_num_classes(path: str | Path, classifier: str = "fc") -> int | None:
     """Rows of the classifier weight in a safetensors file (read from its header), or None if it has none."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             key = f"{classifier}.weight"
