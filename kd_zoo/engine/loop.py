@@ -284,7 +284,8 @@ def _train_epoch(
         ctx = StepContext(epoch=epoch, num_epochs=options.num_epochs, step=step, steps_per_epoch=steps_per_epoch)
         with accelerator.accumulate(model):
             with accelerator.autocast():
-                out = model(images, labels, mask, teacher=teacher, ctx=ctx)
+                keys = dict(sample_idx=batch["sample_idx"], view=batch.get("view"))  # what a teacher cache looks up
+                out = model(images, labels, mask, teacher=teacher, ctx=ctx, **keys)
             _stop_if_not_finite(accelerator, out, epoch, step, progress)
             accelerator.backward(out.loss)
             optimizer.step()

@@ -102,6 +102,8 @@ class Distiller(nn.Module):
         *,
         teacher: nn.Module,
         ctx: StepContext,
+        sample_idx: Tensor | None = None,
+        view: Tensor | None = None,
     ) -> StepOutput:
         batch = images.shape[0]
         mask = self._check_inputs(images, labels, distill_mask, teacher)
@@ -187,6 +189,8 @@ class Supervised(nn.Module):
         *,
         teacher: nn.Module | None = None,
         ctx: StepContext,
+        sample_idx: Tensor | None = None,
+        view: Tensor | None = None,
     ) -> StepOutput:
         logits = self.student(images)
         if labels.shape != (images.shape[0],):
