@@ -12,7 +12,7 @@ from kd_zoo.methods import METHODS, ModelOutputs, StepContext, create_method
 from kd_zoo.methods.ctkd import reversal_strength
 from kd_zoo.methods.dkd import dkd_loss
 from kd_zoo.methods.dtd_la import dynamic_temperature, label_adjustment
-from kd_zoo.methods.kd import kd_loss
+from kd_zoo.methods.kd import kd_loss, kd_mse_loss
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +149,27 @@ def test_class_count_mismatch_is_refused():
     for name in METHODS.names():
         with pytest.raises(ValueError, match="student has 10, teacher has 100"):
             create_method(name, student, teacher)
+
+
+def test_kd_mse_loss_golden_value():
+    """Kim et al. (arXiv 2105.08919), as their code's nn.MSELoss(): the mean over samples and classes."""
+    s = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    t = torch.tensor([[0.0, 2.0, 5.0], [1.0, -1.0, 2.0]])
+    # squared differences: [1, 0, 4] and [1, 1, 4] -> 11 / 6
+    assert kd_mse_loss(s, t).item() == pytest.approx(11 / 6)
+    torch.testing.assert_close(kd_mse_loss(s, t), F.mse_loss(s, t))
+    assert kd_mse_loss(s[:0], t[:0]).item() == 0.0
+
+
+def test_kd_method_with_the_mse_loss(pair):
+    method = create_method("kd", *pair, loss="mse")
+    s, t, y = torch.randn(4, 10), torch.randn(4, 10), torch.randint(0, 10, (4,))
+    terms = method(ModelOutputs(s), ModelOutputs(t), y, StepContext())
+    torch.testing.assert_close(terms["loss_ce"], 0.1 * F.cross_entropy(s, y))
+    torch.testing.assert_close(terms["loss_kd"], 0.9 * ((s - t) ** 2).mean())
+    assert create_method("kd", *pair, loss="kl").loss == "kl"  # the default, and the good input, pass
+
+
+def test_kd_unknown_loss_is_refused(pair):
+    with pytest.raises(ValueError, match=r"kd's loss must be one of \['kl', 'mse'\], got 'l2'"):
+        create_method("kd", *pair, loss="l2")

@@ -10,6 +10,9 @@ the rest are trained on their labels only (Ds).
 * `scorers`: `SCORERS`, `influence` (EK-FAC self-influence of the classifier layer, the default),
   `influence_exact` (the explicit damped Hessian, small heads), `influence_val`, `loss`, `el2n`, `grad_norm`,
   `random`; `influence_math` holds their closed-form math, `head_inputs` what they read.
+* `influence_full`: the scorer `influence_full` (`FullInfluence`), the self-influence over every Linear and Conv2d
+  weight of the teacher (EK-FAC by kronfluence, the optional extra `pip install "kd-zoo[influence]"`), a
+  whole-model scorer that `ScoringPass.fit_model_scorers` hands the teacher and the loader.
 * `strategies`: `select(scores, sample_idx, fraction=0.8, strategy="highest")`, the one selection function
   (`STRATEGIES`: highest, lowest, random), deterministic.
 * `score_set`: `ScoreSet`, a `datasets.Dataset` of (sample_idx, score, teacher_pred, teacher_correct, label) with
@@ -30,6 +33,7 @@ Example:
 from .comm import Comm
 from .errors import ScoreSetError, ScoreSetFormatError, ScoreSetIndexError, TeacherMismatchError
 from .head_inputs import HeadChunk, HeadStore
+from .influence_full import FullInfluence
 from .influence_math import (
     classifier_hvp,
     ekfac_self_influence,
@@ -83,6 +87,7 @@ __all__ = [
     "EKFACInfluence",
     "EKFACValidationInfluence",
     "ExactInfluence",
+    "FullInfluence",
     "HeadChunk",
     "HeadStore",
     "ScoreSet",

@@ -17,6 +17,9 @@ restricted to the teacher's classifier layer, where H has a closed form (shared/
   against >= 0.99 for self-influence); an option, not a default.
 * baselines from the same pass: `loss` (-log p_y), `el2n` (|p - y|, Paul et al., arXiv 2107.07075), `grad_norm`
   (|g_i| of the classifier layer = |p - y| |phi|), and `random` (uniform, seeded, keyed by `sample_idx`).
+* `influence_full` (`influence_full.py`, the optional extra `kd-zoo[influence]`): the self-influence over every
+  Linear and Conv2d weight of the teacher (EK-FAC per module, by kronfluence), Eq. 5 over (nearly) all parameters;
+  a whole-model scorer (`needs_model`), about 50 inference passes.
 
 Higher scores mean harder samples for every scorer but `random` (and `influence_val`, see above).
 
@@ -29,18 +32,19 @@ its scores against a dense solve; EK-FAC equal to the exact scores to 1e-6 when 
 accuracy), EK-FAC vs exact: Spearman 0.995, 99.2 % of the 80/20 split alike (the test requires >= 0.99 and 97 %).
 
 A scorer is a small object: `begin(ctx)` once, `observe(chunk)` on each batch of the teacher pass, `fit(ctx)`
-after it (the collective statistics; every process calls it), then `score(chunk)` on each stored chunk.
+after it (the collective statistics; every process calls it), then `score(chunk)` on each stored chunk. A
+whole-model scorer (`needs_model = True`) also gets `fit_model(teacher, batches)` between the pass and `fit`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..registry import Registry
 from .comm import Comm
@@ -89,12 +93,23 @@ class ScoringContext:
 
 
 class Scorer:
-    """Base class: see the module docstring for the call order. Subclasses set `name` and implement `score`."""
+    """Base class: see the module docstring for the call order. Subclasses set `name` and implement `score`.
+
+    Attributes:
+        needs_model: a whole-model scorer (`influence_full`): besides the classifier-layer inputs it needs the
+            teacher and the loader, and gets them once, through `fit_model`, after the teacher pass.
+    """
 
     name: ClassVar[str] = ""
+    needs_model: ClassVar[bool] = False
 
     def begin(self, ctx: ScoringContext) -> None:
         self.ctx = ctx
+
+    def fit_model(self, teacher: nn.Module, batches: Iterable[dict[str, Tensor]]) -> None:
+        """Whole-model scorers only (`needs_model`): the frozen teacher and this process's shard again (a loader
+        that can be iterated several times), after the pass and before `fit`; every process calls it."""
+        raise NotImplementedError(f"scorer {self.name!r} does not use the model (needs_model is False)")
 
     def observe(self, chunk: HeadChunk) -> None:
         """Accumulate statistics from a batch of the teacher pass (on the device)."""

@@ -12,6 +12,11 @@ correctness, label) rows are gathered and placed by `sample_idx`, each index exa
 `score_dataset` runs the teacher over a decoded split; `score_batches` over any loader of this process's shard;
 anything else that runs the frozen teacher over the un-augmented split can feed a `ScoringPass` itself.
 
+Whole-model scorers (`Scorer.needs_model`: `influence_full`, which differentiates through every layer) need more
+than the classifier-layer inputs: after the pass, `ScoringPass.fit_model_scorers(teacher, batches)` hands them the
+frozen teacher and this process's loader (`score_batches` calls it; `finish` refuses to run without it). They then
+score the same shard, so their scores go through the same gathering, placement and metadata.
+
 Sharding: each process scores the contiguous, unpadded shard `[p N / P, (p + 1) N / P)` of
 `TensorBatchLoader(train=False)`. Do not use a DataLoader prepared by Accelerate here: it pads the last batches
 by repeating samples, which would count them twice in the statistics (`ScoringPass.finish` refuses results whose
@@ -167,6 +172,9 @@ class ScoringPass:
         )
         for scorer in self.scorers:
             scorer.begin(context)
+        self.model_scorers = [s for s in self.scorers if s.needs_model]
+        self._models_fitted = not self.model_scorers
+        self._pass_seconds: float | None = None
         self.started = time.perf_counter()
 
     def observe(self, features: Tensor, logits: Tensor, labels: Tensor, sample_idx: Tensor) -> None:
@@ -176,11 +184,26 @@ class ScoringPass:
             scorer.observe(chunk)
         self.store.append(chunk)
 
+    def fit_model_scorers(self, teacher: nn.Module, batches: Iterable[dict[str, Tensor]]) -> None:
+        """Hand the whole-model scorers (`Scorer.needs_model`, e.g. `influence_full`) the frozen teacher and this
+        process's batches again, after the pass and before `finish`: the one place a scorer gets the model. Every
+        process calls it (the scorers' statistics are collective); a no-op when no scorer needs the model."""
+        if self._pass_seconds is None:
+            self._pass_seconds = time.perf_counter() - self.started
+        for scorer in self.model_scorers:
+            scorer.fit_model(teacher, batches)
+        self._models_fitted = True
+
     def finish(self) -> dict[str, ScoreSet]:
         """Fit the scorers, score every stored sample, gather across processes: scorer name -> `ScoreSet`."""
         try:
+            if not self._models_fitted:
+                raise RuntimeError(
+                    f"scorer(s) {[s.name for s in self.model_scorers]} need the teacher and the loader: score with "
+                    "score_batches / score_dataset, or call fit_model_scorers(teacher, batches) before finish()"
+                )
             self.store.finish()
-            pass_seconds = time.perf_counter() - self.started
+            pass_seconds = self._pass_seconds if self._pass_seconds is not None else time.perf_counter() - self.started
             for scorer in self.scorers:
                 scorer.fit()
             local = self._local_rows()
@@ -302,7 +325,8 @@ def score_batches(
             eval mode is restored afterwards).
         batches: this process's `{"image", "label", "sample_idx"}` batches, normalised, on the device (e.g.
             `make_image_dataloader` with a contiguous shard for ImageNet-size images); together the processes
-            must visit each sample of `split` once.
+            must visit each sample of `split` once. Whole-model scorers (`influence_full`) iterate it again, so it
+            must then be a loader, not a one-shot iterator.
         split: the split being scored.
         scorers: see `ScoringPass`.
         comm: the collectives (default: this process alone).
@@ -318,6 +342,12 @@ def score_batches(
         teacher = comm.accelerator.unwrap_model(teacher)
     classifier = classifier_layer(teacher, split.num_classes)
     scoring = ScoringPass(scorers, split, TeacherInfo.of(teacher, teacher_name, weights), comm=comm, **pass_options)
+    if scoring.model_scorers and iter(batches) is batches:
+        scoring.close()
+        raise TypeError(
+            f"scorer(s) {[s.name for s in scoring.model_scorers]} run more passes over the data: pass a loader that "
+            "can be iterated again (a TensorBatchLoader or a DataLoader), not a generator or an iterator"
+        )
     autocast = comm.accelerator.autocast if comm.accelerator is not None else contextlib.nullcontext
     was_training = teacher.training
     teacher.to(comm.device).eval()
@@ -335,6 +365,7 @@ def score_batches(
                         _check_head(teacher, images[:4], logits[:4].float())
                         checked = True
                 scoring.observe(features, logits, batch["label"], batch["sample_idx"])
+        scoring.fit_model_scorers(teacher, batches)
     except BaseException:
         scoring.close()
         raise
