@@ -1,16 +1,30 @@
 """The model zoo: every registered `lrds_*` model against the reference table and the timm contract.
 
-Parametrised over `timm.list_models('lrds_*')`, so a new model cannot skip these tests; `REFERENCE` must list it.
+Parametrised over `timm.list_models('lrds_*')` and `timm.list_pretrained('lrds_*')`, so a new model or weight tag
+cannot skip these tests; `REFERENCE` must list every model.
 """
+
+import copy
+import logging
+import re
 
 import pytest
 import timm
 import torch
+from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
+from timm.models import save_for_hf
+from timm.models._features_fx import create_feature_extractor, get_graph_node_names
 
 import kd_zoo
+from kd_zoo.constants import HF_ORG
+from kd_zoo.engine import Distiller
+from kd_zoo.engine.checkpoint import CheckpointManager
+from kd_zoo.methods import create_method
+from kd_zoo.models import CheckpointMismatchError, PretrainedWeightsError, Stage, WideResNet
 
 MODELS = timm.list_models("lrds_*")
+TAGGED = timm.list_pretrained("lrds_*")
 
 # shared/reference/architectures.md: parameters (num_classes=100), classifier parameters, stage outputs (C, H, W).
 _R = [(16, 32, 32), (16, 32, 32), (32, 16, 16), (64, 8, 8)]
@@ -98,11 +112,9 @@ def test_timm_contract(name):
             torch.testing.assert_close(a, b)
         _, early = model.forward_intermediates(x, indices=[1], stop_early=True)
         torch.testing.assert_close(early[0], inter[1])
-        # Pre-activation outputs: same shapes, and the stage activation maps them onto the outputs.
+        # Pre-activation outputs have the stage shapes (their values: test_preact_is_the_reference_preact).
         pre = model.forward_intermediates(x, intermediates_only=True, preact=True)
-        for stage, p, o in zip(model.stages, pre, inter, strict=True):
-            assert p.shape == o.shape
-            torch.testing.assert_close(stage.act(p.clone()), o)
+        assert [p.shape for p in pre] == [o.shape for o in inter]
     cfg = model.pretrained_cfg
     assert cfg["input_size"] == (3, 32, 32)
     assert cfg["mean"] == kd_zoo.constants.CIFAR100_MEAN and cfg["std"] == kd_zoo.constants.CIFAR100_STD
@@ -233,13 +245,17 @@ def test_checkpoint_mismatch_names_the_tensors(tmp_path):
     assert "stages.2.blocks.0.bn1.bias" in message
 
 
-def test_different_class_count_reinitialises_classifier(tmp_path):
+def test_an_explicit_other_class_count_reinitialises_the_classifier_with_a_warning(tmp_path, caplog):
+    source = _model("lrds_resnet8")
     path = tmp_path / "model.safetensors"
-    save_file(_model("lrds_resnet8").state_dict(), str(path))
-    model = timm.create_model(
-        "lrds_resnet8", pretrained=True, num_classes=10, pretrained_cfg_overlay=dict(file=str(path))
-    )
+    save_file(source.state_dict(), str(path))
+    with caplog.at_level(logging.WARNING):
+        model = timm.create_model(
+            "lrds_resnet8", pretrained=True, num_classes=10, pretrained_cfg_overlay=dict(file=str(path))
+        )
     assert model.fc.out_features == 10
+    assert "fc.weight (100, 64)" in caplog.text
+    assert torch.equal(model.stages[1].blocks[0].conv1.weight, source.stages[1].blocks[0].conv1.weight)
 
 
 def test_corrupt_and_foreign_weight_files_are_refused(tmp_path):
@@ -285,8 +301,6 @@ def test_pretrained_from_offline_hf_cache(tmp_path):
 
 
 def test_local_dir_source(tmp_path):
-    from timm.models import save_for_hf
-
     source = _model("lrds_wrn_16_1").eval()
     save_for_hf(source, str(tmp_path), safe_serialization=True)
     loaded = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
@@ -294,3 +308,318 @@ def test_local_dir_source(tmp_path):
     with torch.no_grad():
         assert torch.equal(source(x), loaded(x))
     assert set(load_file(str(tmp_path / "model.safetensors"))) == set(source.state_dict())
+
+
+# -- weight tags ------------------------------------------------------------------------------------------------
+def test_every_architecture_has_tags():
+    assert {name.split(".", 1)[0] for name in TAGGED} == set(MODELS)
+    assert all(f"{name}.cifar100" in TAGGED for name in MODELS)
+
+
+@pytest.mark.parametrize("name", TAGGED)
+def test_every_tagged_name_builds_and_resolves_to_its_hub_repo(name, tmp_path):
+    arch, tag = name.split(".", 1)
+    model = timm.create_model(name)
+    cfg = model.pretrained_cfg
+    assert (cfg["architecture"], cfg["tag"], cfg["hf_hub_id"]) == (arch, tag, f"{HF_ORG}/{name}")
+    # With pretrained=True the load goes to that repo (offline here, so it fails naming it).
+    for build in (
+        lambda: timm.create_model(name, pretrained=True, cache_dir=str(tmp_path)),
+        lambda: kd_zoo.load_model(arch, name, cache_dir=str(tmp_path)),
+        lambda: kd_zoo.load_model(arch, tag, cache_dir=str(tmp_path)),
+    ):
+        with pytest.raises(PretrainedWeightsError, match=re.escape(f"'{HF_ORG}/{name}'")):
+            build()
+
+
+def test_tagged_names_load_from_the_hub_cache(tmp_path):
+    source = _model("lrds_resnet8").eval()
+    _randomise_bn(source)
+    _populate_hf_cache(
+        tmp_path, f"{HF_ORG}/lrds_resnet8.cifar100", {"model.safetensors": lambda p: save_file(source.state_dict(), p)}
+    )
+    x = torch.randn(2, 3, 32, 32)
+    cache = dict(cache_dir=str(tmp_path))
+    for model in (
+        timm.create_model("lrds_resnet8.cifar100", pretrained=True, **cache),
+        kd_zoo.load_model("lrds_resnet8", "lrds_resnet8.cifar100", **cache),
+        kd_zoo.load_model("lrds_resnet8", "cifar100", **cache),
+        kd_zoo.load_model("lrds_resnet8.cifar100", **cache),
+    ):
+        with torch.no_grad():
+            assert torch.equal(model.eval()(x), source(x))
+
+
+def test_a_tag_of_another_architecture_is_refused_naming_both(tmp_path):
+    with pytest.raises(ValueError, match=r"lrds_resnet8\b.*lrds_resnet14|lrds_resnet14.*lrds_resnet8\b"):
+        kd_zoo.load_model("lrds_resnet14", "lrds_resnet8.cifar100", cache_dir=str(tmp_path))
+
+
+def test_wrong_tags_are_refused_with_close_matches():
+    with pytest.raises(ValueError, match=re.escape("Did you mean 'lrds_resnet32x4.cifar100'")):
+        timm.create_model("lrds_resnet32x4.cifar10")
+    with pytest.raises(ValueError, match="Unknown pretrained tag 'cifar10'"):
+        timm.create_model("lrds_resnet32x4.cifar10", pretrained=True)
+    with pytest.raises(FileNotFoundError, match="zoo tag"):
+        kd_zoo.load_model("lrds_resnet32x4", "cifar10")
+    assert timm.create_model("lrds_resnet32x4.cifar100").pretrained_cfg["tag"] == "cifar100"  # the right one builds
+
+
+# -- module names -----------------------------------------------------------------------------------------------
+def test_registered_under_module_names_of_our_own():
+    ours = set(MODELS)
+    for module in timm.list_modules():
+        names = set(timm.list_models(module=module))
+        assert names <= ours or not names & ours, f"timm module {module!r} mixes lrds_* and timm models"
+    assert not set(timm.list_models(module="resnet")) & ours
+    assert not set(timm.list_models(module="vgg")) & ours
+    assert set(timm.list_models(module="cifar_resnet")) == {n for n in ours if n.startswith("lrds_resnet")}
+    assert set(timm.list_models(module="cifar_vgg")) == {n for n in ours if n.startswith("lrds_vgg")}
+
+
+# -- TorchScript and FX ---------------------------------------------------------------------------------------
+def _code_paths() -> set[str]:
+    """The smallest model of each code path (model class and the module types inside it): these script in the
+    default run, every model under `-m slow` (scripting costs 1-9 s a model). Built on the meta device: no memory."""
+    groups: dict[tuple, list[tuple[int, str]]] = {}
+    for name in MODELS:
+        with torch.device("meta"):
+            model = timm.create_model(name)
+        key = (type(model).__name__, tuple(sorted({type(m).__name__ for m in model.modules()})))
+        groups.setdefault(key, []).append((sum(p.numel() for p in model.parameters()), name))
+    return {min(members)[1] for members in groups.values()}
+
+
+_FAST_SCRIPT = _code_paths()
+SCRIPT_CASES = [pytest.param(n, marks=() if n in _FAST_SCRIPT else pytest.mark.slow) for n in MODELS]
+
+
+def _eval_model_with_statistics(name):
+    model = _model(name).eval()
+    _randomise_bn(model)
+    return model
+
+
+@pytest.mark.parametrize("name", SCRIPT_CASES)
+def test_torchscript_matches_eager(name):
+    model = _eval_model_with_statistics(name)
+    scripted = torch.jit.script(model)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x))
+        torch.testing.assert_close(scripted.forward_features(x), model.forward_features(x))
+
+
+@pytest.mark.parametrize("name", SCRIPT_CASES)
+def test_fx_traced_then_scripted_matches_eager(name):
+    """As timm's own model tests: FX feature extraction of the output node, then TorchScript."""
+    model = _eval_model_with_statistics(name)
+    _, eval_nodes = get_graph_node_names(model)
+    traced = create_feature_extractor(model, {eval_nodes[-1]: "logits"}).eval()
+    scripted = torch.jit.script(traced)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x)["logits"], model(x))
+    stages = [info["module"] for info in model.feature_info]
+    features = torch.jit.script(create_feature_extractor(model, stages).eval())
+    with torch.no_grad():
+        got = features(x)
+        want = model.forward_intermediates(x, intermediates_only=True)
+    for node, expected in zip(stages, want, strict=True):
+        torch.testing.assert_close(got[node], expected)
+
+
+# -- pre-activation features ------------------------------------------------------------------------------------
+def _randomise_bn(model):
+    """Non-trivial BN statistics and affine parameters, so that pre-activation values are not a rescaled input."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2, generator=generator)
+                m.running_var.uniform_(0.5, 1.5, generator=generator)
+                m.weight.uniform_(0.5, 1.5, generator=generator)
+                m.bias.uniform_(-0.2, 0.2, generator=generator)
+
+
+def _explicit_preact(model, x):
+    """Each stage's pre-activation feature, recomputed from what the modules of a plain `model(x)` produce (forward
+    hooks, values cloned at once, so no later in-place op can change them), in the reference convention of CRD /
+    mdistiller's `preact_feats`: the stem after its activation; every other stage, its block stack's output before
+    the stage activation; for WRN (pre-activation blocks), the BN that follows each stage (the next stage's first
+    bn1, `final_norm`'s BN for the last) applied to it. Also returns the stage outputs."""
+    captured, handles = {}, []
+
+    def keep(key):
+        def hook(module, args, output):
+            captured[key] = output.detach().clone()
+
+        return hook
+
+    last = len(model.stages) - 1
+    for i, stage in enumerate(model.stages):
+        handles.append(stage.register_forward_hook(keep(("out", i))))
+        handles.append(stage.blocks.register_forward_hook(keep(("blocks", i))))
+        if isinstance(model, WideResNet) and i > 0:
+            follower = model.stages[i + 1].blocks[0].bn1 if i < last else model.final_norm[0]
+            handles.append(follower.register_forward_hook(keep(("next_bn", i))))
+    with torch.no_grad():
+        model(x)
+    for handle in handles:
+        handle.remove()
+    outs = [captured[("out", i)] for i in range(last + 1)]
+    key = "next_bn" if isinstance(model, WideResNet) else "blocks"
+    preacts = [outs[0]] + [captured[(key, i)] for i in range(1, last + 1)]
+    return preacts, outs
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_preact_is_the_reference_preact(name):
+    model = _eval_model_with_statistics(name)
+    x = torch.randn(4, 3, 32, 32)
+    expected, outs = _explicit_preact(model, x)
+    with torch.no_grad():
+        preact = model.forward_intermediates(x, intermediates_only=True, preact=True)
+        post = model.forward_intermediates(x, intermediates_only=True)
+        picked = model.forward_intermediates(x, indices=[1, -1], intermediates_only=True, preact=True)
+    for i, (got, want, out) in enumerate(zip(preact, expected, outs, strict=True)):
+        torch.testing.assert_close(got, want, rtol=0, atol=0, msg=f"stage {i}")
+        torch.testing.assert_close(post[i], out, rtol=0, atol=0, msg=f"stage {i}")
+        if i == 0:
+            continue
+        # Before the activation means negative values: a ReLU'd tensor (the old in-place bug) has none.
+        assert (got < 0).any(), f"stage {i} pre-activation has no negative value"
+        if not isinstance(model, WideResNet):
+            torch.testing.assert_close(model.stages[i].act(got), out)
+    torch.testing.assert_close(picked[0], preact[1], rtol=0, atol=0)
+    torch.testing.assert_close(picked[1], preact[-1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_feature_requests_update_batch_norm_statistics_once(name):
+    """In training mode, asking for (pre-activation or normalised) features changes no BN statistic differently
+    from a plain forward: no BN runs twice."""
+    model = _model(name).train()
+    x = torch.randn(4, 3, 32, 32)
+    plain, with_preact, with_norm = model, copy.deepcopy(model), copy.deepcopy(model)
+    with torch.no_grad():
+        plain(x)
+        with_preact.forward_intermediates(x, preact=True)
+        with_norm.forward_intermediates(x, norm=True)
+    want = plain.state_dict()
+    for other in (with_preact, with_norm):
+        for key, value in other.state_dict().items():
+            torch.testing.assert_close(value, want[key], rtol=0, atol=0, msg=key)
+
+
+def test_stage_activation_must_not_work_in_place():
+    with pytest.raises(ValueError, match="in place"):
+        Stage(torch.nn.Identity(), torch.nn.ReLU(inplace=True))
+    with pytest.raises(ValueError, match="in place"):
+        Stage(torch.nn.Identity(), torch.nn.Sequential(torch.nn.ReLU(inplace=True)))
+    assert isinstance(Stage(torch.nn.Identity(), torch.nn.ReLU()).act, torch.nn.ReLU)
+
+
+def test_wrn_preact_of_a_pruned_model_is_refused_clearly():
+    model = _model("lrds_wrn_16_1").eval()
+    model.prune_intermediate_layers([2])
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="prune_intermediate_layers"):
+        model.forward_intermediates(x, indices=[2], intermediates_only=True, preact=True)
+    assert model.forward_intermediates(x, indices=[1], intermediates_only=True, preact=True)[0].shape[1] == 16
+
+
+# -- the classifier is never dropped silently (issue 14.1) -------------------------------------------------------
+def _ten_class_export(tmp_path):
+    model = timm.create_model("lrds_resnet8", num_classes=10).eval()
+    _randomise_bn(model)
+    torch.nn.init.normal_(model.fc.weight)  # a classifier unlike any fresh one
+    folder = tmp_path / "student"
+    save_for_hf(model, str(folder), safe_serialization=True)
+    return model, folder
+
+
+def test_an_exported_10_class_model_reloads_with_its_classifier(tmp_path):
+    source, folder = _ten_class_export(tmp_path)
+    file = str(folder / "model.safetensors")
+    x = torch.randn(4, 3, 32, 32)
+    for model in (
+        timm.create_model("lrds_resnet8", pretrained=True, num_classes=10, pretrained_cfg_overlay=dict(file=file)),
+        timm.create_model(f"local-dir:{folder}", pretrained=True),
+        kd_zoo.load_model("lrds_resnet8", file),
+        kd_zoo.load_model("lrds_resnet8", folder),
+        kd_zoo.load_model(None, folder),
+    ):
+        assert model.num_classes == 10 and model.pretrained_cfg["num_classes"] == 10
+        with torch.no_grad():
+            assert torch.equal(model.eval()(x), source(x))
+
+
+def test_a_classifier_of_another_class_count_needs_an_explicit_num_classes(tmp_path, caplog):
+    _, folder = _ten_class_export(tmp_path)
+    file = str(folder / "model.safetensors")
+    with pytest.raises(CheckpointMismatchError, match=r"10 classes .*pass num_classes=10"):
+        timm.create_model("lrds_resnet8", pretrained=True, pretrained_cfg_overlay=dict(file=file))
+    with caplog.at_level(logging.WARNING):
+        model = timm.create_model(
+            "lrds_resnet8", pretrained=True, num_classes=7, pretrained_cfg_overlay=dict(file=file)
+        )
+    assert model.fc.out_features == 7
+    assert "fc.weight (10, 64)" in caplog.text and "newly initialised" in caplog.text
+    features = timm.create_model("lrds_resnet8", pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=file))
+    assert features(torch.randn(1, 3, 32, 32)).shape == (1, 64)
+
+
+def test_another_architecture_is_named_as_such_even_with_another_class_count(tmp_path):
+    path = tmp_path / "resnet8x4_10.safetensors"
+    save_file(timm.create_model("lrds_resnet8x4", num_classes=10).state_dict(), str(path))
+    with pytest.raises(CheckpointMismatchError) as err:
+        timm.create_model("lrds_resnet8", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    message = str(err.value)
+    assert "does not fit lrds_resnet8" in message and "stages.0.blocks.0.weight: checkpoint (32, 3, 3, 3)" in message
+    assert "pass num_classes" not in message
+
+
+# -- the weights' own architecture wins or disagrees loudly (issue 14.2) ------------------------------------------
+def test_a_folder_of_another_architecture_is_refused_naming_both(tmp_path):
+    wrn = _model("lrds_wrn_16_2").eval()
+    save_for_hf(wrn, str(tmp_path / "wrn"), safe_serialization=True)
+    with pytest.raises(ValueError, match=r"lrds_wrn_16_2.*not lrds_resnet14"):
+        kd_zoo.load_model("lrds_resnet14", tmp_path / "wrn")
+    with pytest.raises(ValueError, match=r"lrds_wrn_16_2.*not lrds_resnet14"):
+        kd_zoo.load_model("lrds_resnet14", f"local-dir:{tmp_path / 'wrn'}")
+    with pytest.raises(CheckpointMismatchError, match="lrds_resnet14"):
+        kd_zoo.load_model("lrds_resnet14", tmp_path / "wrn" / "model.safetensors")
+    x = torch.randn(2, 3, 32, 32)
+    for model in (kd_zoo.load_model("lrds_wrn_16_2", tmp_path / "wrn"), kd_zoo.load_model(None, tmp_path / "wrn")):
+        with torch.no_grad():
+            assert torch.equal(model.eval()(x), wrn(x))
+
+
+# -- a training checkpoint as teacher weights (issue 14, newcomer) -----------------------------------------------
+def test_a_training_checkpoint_folder_loads_its_student(tmp_path):
+    student, teacher = _model("lrds_resnet8"), _model("lrds_resnet14")
+    _randomise_bn(student)
+    trainable = Distiller(student, create_method("fitnet", student, teacher))  # with `method.` tensors
+    accelerator = Accelerator(cpu=True)
+    prepared = accelerator.prepare(trainable)
+    epoch = CheckpointManager(tmp_path / "checkpoints", accelerator).save(1, {})
+    keys = load_file(str(epoch / "model.safetensors"))
+    assert any(k.startswith("method.") for k in keys) and any(k.startswith("student.") for k in keys)
+    x = torch.randn(2, 3, 32, 32)
+    want = accelerator.unwrap_model(prepared).student.eval()(x)
+    for source in (epoch, tmp_path / "checkpoints", epoch / "model.safetensors"):
+        model = kd_zoo.load_model("lrds_resnet8", source)
+        with torch.no_grad():
+            assert torch.equal(model(x), want), source
+    with pytest.raises(CheckpointMismatchError, match=r"student.*does not fit lrds_resnet14"):
+        kd_zoo.load_model("lrds_resnet14", epoch)
+    with pytest.raises(ValueError, match="architecture"):
+        kd_zoo.load_model(None, epoch)
+
+
+def test_a_reference_pth_is_pointed_to_the_importer(tmp_path):
+    path = tmp_path / "ckpt_epoch_240.pth"
+    torch.save({"model": _model("lrds_resnet8").state_dict()}, path)
+    with pytest.raises(PretrainedWeightsError, match="import_checkpoint.py"):
+        kd_zoo.load_model("lrds_resnet8", path)

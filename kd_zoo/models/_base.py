@@ -7,12 +7,16 @@ pre-activation version with `preact=True`), `prune_intermediate_layers`, `featur
 `reset_classifier`, gradient checkpointing and the `num_classes` / `num_features` / `in_chans` attributes.
 
 A stage is `act(blocks(x))`: the block stack ends *before* its last activation, so the pre-activation output
-(what CRD / mdistiller call `preact_feats`) is available without hooks and without a second forward.
+(what CRD / mdistiller call `preact_feats`) is available without hooks and without a second forward. The stage
+activation is never in place (`Stage` refuses one), so it cannot overwrite the pre-activation tensor it is given.
+
+`forward` and `forward_features` are TorchScript- and FX-friendly: stages are called directly (never passed to a
+helper as an argument) and this module does not use `from __future__ import annotations`, whose string
+annotations would end up in FX-generated code that TorchScript cannot resolve.
 """
 
-from __future__ import annotations
-
 import torch
+import torch.nn.functional as F
 from timm.layers import create_classifier
 from timm.models._features import feature_take_indices
 from torch import nn
@@ -20,15 +24,28 @@ from torch.utils.checkpoint import checkpoint
 
 
 class Stage(nn.Module):
-    """A stage: `blocks` up to the pre-activation output, then `act` (an activation, or Identity)."""
+    """A stage: `blocks` up to the pre-activation output, then `act` (an activation, or Identity).
+
+    `act` must not work in place: `forward_intermediates(..., preact=True)` returns the tensor `act` is given.
+    """
 
     def __init__(self, blocks: nn.Module, act: nn.Module | None = None):
         super().__init__()
+        inplace = [name or type(m).__name__ for name, m in (act or nn.Identity()).named_modules() if _is_inplace(m)]
+        if inplace:
+            raise ValueError(
+                f"a stage activation must not work in place ({', '.join(inplace)} has inplace=True): it would "
+                "overwrite the pre-activation output; use e.g. nn.ReLU() instead of nn.ReLU(inplace=True)"
+            )
         self.blocks = blocks
         self.act = act if act is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.blocks(x))
+
+
+def _is_inplace(module: nn.Module) -> bool:
+    return bool(getattr(module, "inplace", False))
 
 
 class StagedNet(nn.Module):
@@ -100,17 +117,12 @@ class StagedNet(nn.Module):
         self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool_type)
 
     # -- forward --------------------------------------------------------------------------------------------
-    def _run_stage(self, stage: Stage, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (output, pre-activation output) of one stage."""
-        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            pre = checkpoint(stage.blocks, x, use_reentrant=False)
-        else:
-            pre = stage.blocks(x)
-        return stage.act(pre), pre
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         for stage in self.stages:
-            x, _ = self._run_stage(stage, x)
+            if not torch.jit.is_scripting() and self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(stage, x, use_reentrant=False)
+            else:
+                x = stage(x)
         return self.final_norm(self.head_conv(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -136,11 +148,13 @@ class StagedNet(nn.Module):
         Args:
             x: input images.
             indices: last n stages if int, all if None, these stages if a sequence (negative from the end).
-            norm: apply the final norm (WRN) to the last stage's output.
+            norm: apply the final norm (WRN) to the last stage's output (no effect with `preact=True`, whose last
+                tensor is already the final norm's pre-activation output).
             stop_early: stop after the last requested stage (the returned features are then incomplete).
             output_fmt: only 'NCHW'.
             intermediates_only: return only the intermediates.
-            preact: return each stage's output before its last activation (CRD's `preact_feats`).
+            preact: return each stage's output before its last activation, as the CIFAR KD reference code
+                (CRD / mdistiller `preact_feats`) defines it: see `preact_feature`.
 
         Returns:
             The intermediates, or (the `forward_features` output, the intermediates).
@@ -150,17 +164,40 @@ class StagedNet(nn.Module):
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         last = len(self.stages) - 1
         intermediates = []
+        normed_last = None
         stages = self.stages[: max_index + 1] if (stop_early or intermediates_only) else self.stages
         for i, stage in enumerate(stages):
-            x, pre = self._run_stage(stage, x)
-            if i in take_indices:
-                feat = pre if preact else x
-                intermediates.append(self.final_norm(feat) if (norm and i == last) else feat)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                pre = checkpoint(stage.blocks, x, use_reentrant=False)
+            else:
+                pre = stage.blocks(x)
+            x = stage.act(pre)
+            if i not in take_indices:
+                continue
+            if preact:
+                intermediates.append(self.preact_feature(i, pre, x))
+            elif norm and i == last:
+                normed_last = self.final_norm(x)
+                intermediates.append(normed_last)
+            else:
+                intermediates.append(x)
         if intermediates_only:
             return intermediates
         if len(stages) == len(self.stages):
-            x = self.final_norm(self.head_conv(x))
+            # Reuse the normalised last stage when it was computed (a second BN call would update its statistics
+            # twice in training mode).
+            use_normed = normed_last is not None and isinstance(self.head_conv, nn.Identity)
+            x = normed_last if use_normed else self.final_norm(self.head_conv(x))
         return x, intermediates
+
+    def preact_feature(self, index: int, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The pre-activation feature of stage `index`, given the stage's block output `pre` and its output `out`.
+
+        The reference convention (CRD / mdistiller `preact_feats`, which pre-activation feature methods are
+        designed on): the stem is returned after its activation, as the reference does; every other stage before
+        its last activation. Families whose reference convention differs (WRN) override this.
+        """
+        return out if index == 0 else pre
 
     def prune_intermediate_layers(
         self,
@@ -179,6 +216,25 @@ class StagedNet(nn.Module):
         if prune_head:
             self.reset_classifier(0, "")
         return take_indices
+
+
+def batch_norm_without_update(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """`bn(x)` without touching its running statistics: batch statistics in training mode, running ones in eval.
+
+    For features that re-apply a BN the network also applies elsewhere (WRN's pre-activation features), so that
+    asking for them never updates a BN's statistics twice per forward.
+    """
+    use_batch_stats = bn.training or bn.running_mean is None
+    return F.batch_norm(
+        x,
+        None if use_batch_stats else bn.running_mean,
+        None if use_batch_stats else bn.running_var,
+        bn.weight,
+        bn.bias,
+        training=use_batch_stats,
+        momentum=0.0,
+        eps=bn.eps,
+    )
 
 
 def _check_num_classes(num_classes: int) -> int:

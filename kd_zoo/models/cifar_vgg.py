@@ -55,7 +55,7 @@ class CifarVGG(StagedNet):
         for i, widths in enumerate(groups):
             pool = i in (1, 2, 3)
             reduction *= 2 if pool else 1
-            stages.append(Stage(_conv_group(in_chs, widths, pool), nn.ReLU(inplace=True)))
+            stages.append(Stage(_conv_group(in_chs, widths, pool), nn.ReLU()))
             reductions.append(reduction)
             in_chs = widths[-1]
         super().__init__(

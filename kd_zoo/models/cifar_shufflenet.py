@@ -32,7 +32,7 @@ class ChannelShuffle(nn.Module):
 
 
 def _stem(in_chans: int) -> Stage:
-    return Stage(nn.Sequential(nn.Conv2d(in_chans, 24, 1, bias=False), nn.BatchNorm2d(24)), nn.ReLU(inplace=True))
+    return Stage(nn.Sequential(nn.Conv2d(in_chans, 24, 1, bias=False), nn.BatchNorm2d(24)), nn.ReLU())
 
 
 # -- ShuffleNetV1 -----------------------------------------------------------------------------------------------
@@ -85,7 +85,7 @@ class CifarShuffleNetV1(StagedNet):
                 branch = out_chs - in_chs if i == 0 else out_chs
                 blocks.append(ShuffleUnitV1(in_chs, branch, 2 if i == 0 else 1, groups, act_out=i < n - 1))
                 in_chs = out_chs
-            stages.append(Stage(nn.Sequential(*blocks), nn.ReLU(inplace=True)))
+            stages.append(Stage(nn.Sequential(*blocks), nn.ReLU()))
             reductions.append(reductions[-1] * 2)
         super().__init__(
             stages,
@@ -169,7 +169,7 @@ class CifarShuffleNetV2(StagedNet):
         for out_chs, n in zip(out_channels, num_blocks, strict=True):
             blocks = [DownUnitV2(in_chs, out_chs)]
             blocks += [ShuffleUnitV2(out_chs, act_out=i < n - 1) for i in range(n)]
-            stages.append(Stage(nn.Sequential(*blocks), nn.Sequential(nn.ReLU(inplace=True), ChannelShuffle(2))))
+            stages.append(Stage(nn.Sequential(*blocks), nn.Sequential(nn.ReLU(), ChannelShuffle(2))))
             reductions.append(reductions[-1] * 2)
             in_chs = out_chs
         head_conv = nn.Sequential(

@@ -71,7 +71,7 @@ class CifarMobileNetV2(StagedNet):
         last_channels: int = 1280,
     ):
         in_chs = int(32 * width_mult)
-        stages = [Stage(nn.Sequential(*_conv_bn(in_chans, in_chs, 3, stride=2)), nn.ReLU(inplace=True))]
+        stages = [Stage(nn.Sequential(*_conv_bn(in_chans, in_chs, 3, stride=2)), nn.ReLU())]
         channels, reductions, reduction = [in_chs], [2], 2
         for group_ids in _STAGE_GROUPS:
             blocks = []

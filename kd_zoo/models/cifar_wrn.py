@@ -4,8 +4,11 @@
 widths 16 / 16k / 32k / 64k, dropout 0, as in CRD / mdistiller's `wrn.py`. Checked against
 `shared/reference/architectures.md`.
 
-WRN is a pre-activation network: a stage output is the raw residual sum that the next stage normalises, so
-`preact=True` returns the same tensors (as CRD's `feats`); the BN + ReLU tail is `final_norm`.
+WRN is a pre-activation network: a stage output is the raw residual sum that the next stage normalises; the BN +
+ReLU tail is `final_norm`. Its pre-activation features follow the reference code (CRD's `wrn.py` with
+`preact=True`, mdistiller's `preact_feats`): stage i's sum after the BatchNorm that follows it (the first BN of the
+next stage's first block; `final_norm`'s BN for the last stage), before that BN's ReLU; the stem is the raw conv
+output. Those BNs run without updating their statistics (the reference updates them twice per forward).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
-from ._base import Stage, StagedNet, init_weights
+from ._base import Stage, StagedNet, batch_norm_without_update, init_weights
 from ._builder import build_zoo_model, zoo_cfgs
 
 __all__ = ["WideResNet"]
@@ -86,6 +89,21 @@ class WideResNet(StagedNet):
         init_weights(self)
         if isinstance(self.fc, nn.Linear):
             nn.init.zeros_(self.fc.bias)
+
+    def preact_feature(self, index: int, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The reference's WRN pre-activation feature: the stage's sum through the BN that follows it (module doc)."""
+        if index == 0:
+            return out
+        if index + 1 < len(self.stages):
+            bn = self.stages[index + 1].blocks[0].bn1
+        elif isinstance(self.final_norm, nn.Sequential):
+            bn = self.final_norm[0]
+        else:
+            raise ValueError(
+                f"the pre-activation feature of WRN stage {index} is its output through the BatchNorm that follows "
+                "it, which prune_intermediate_layers removed; request preact features from an unpruned model"
+            )
+        return batch_norm_without_update(bn, out)
 
 
 def _create_wrn(variant: str, pretrained: bool = False, **kwargs: Any) -> WideResNet:

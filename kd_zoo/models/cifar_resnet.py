@@ -99,7 +99,7 @@ class CifarResNet(StagedNet):
         block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[block]
         stem = Stage(
             nn.Sequential(nn.Conv2d(in_chans, stem_width, 3, padding=1, bias=False), nn.BatchNorm2d(stem_width)),
-            nn.ReLU(inplace=True),
+            nn.ReLU(),
         )
         stages, channels, reductions = [stem], [stem_width], [1]
         in_chs, reduction = stem_width, 1
@@ -109,7 +109,7 @@ class CifarResNet(StagedNet):
                 blocks.append(block_cls(in_chs, planes, stride if i == 0 else 1, act_out=i < depth - 1))
                 in_chs = planes * block_cls.expansion
             reduction *= stride
-            stages.append(Stage(nn.Sequential(*blocks), nn.ReLU(inplace=True)))
+            stages.append(Stage(nn.Sequential(*blocks), nn.ReLU()))
             channels.append(in_chs)
             reductions.append(reduction)
         super().__init__(
