@@ -7,16 +7,22 @@ the distiller, train, export.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from accelerate import Accelerator
+from timm.data import resolve_data_config
 from timm.models import get_pretrained_cfg
 from torch import Tensor, nn
 
-from .config import RecipeConfig
+from .config import ConfigError, RecipeConfig
+from .data import DataError
 from .engine import (
     Distiller,
     FitOptions,
@@ -28,55 +34,181 @@ from .engine import (
     step_lr,
     train_supervised,
 )
-from .engine.checkpoint import check_writable
-from .engine.loop import check_num_processes, scaled_milestones
+from .engine.checkpoint import CheckpointManager
+from .engine.loop import TrainingDivergedError, check_num_processes, scaled_milestones
+from .engine.run_folder import RunFolder, RunFolderExistsError, RunFolderInUseError
 from .engine.tracking import flat_config
-from .hub import export_scores, run_card_fields
+from .engine.validation import DataMismatchError
+from .hub import (
+    CardTemplateError,
+    PublishError,
+    export_model,
+    export_run,
+    export_scores,
+    public_path,
+    resolve_token,
+    run_card_fields,
+)
 from .loading import create_model, load_model, weights_fingerprint
 from .methods import create_method
+from .models import (
+    CheckpointMismatchError,
+    PretrainedWeightsError,
+    ReferenceCheckpointError,
+    ReferenceKeyError,
+    UnknownModelError,
+)
 from .pairs import weight_tag
 from .revision import LabelRevision
-from .selection import ScoreSet, score_dataset
+from .selection import ScoreSet, ScoreSetError, score_dataset
+
+# Keys a resumed run may change: how long it trains and how it logs, checkpoints, evaluates and publishes.
+RESUMABLE_KEYS = (
+    "train.epochs",
+    "data.eval_batch_size",
+    "data.num_workers",
+    "run.output_dir",
+    "run.resume",
+    "run.overwrite",
+    "run.checkpoint_every",
+    "run.keep_last",
+    "run.log_every",
+    "run.report_to",
+    "run.num_processes",
+    "run.cpu",
+    "run.push_to_hub",
+    "run.dry_run",
+)
 
 
-def start_run(cfg: RecipeConfig, project: str) -> tuple[Accelerator, Path]:
-    """Check the output folder, build the Accelerator, check the process count, save the resolved config next to
-    the run, start the trackers."""
-    run_dir = check_writable(cfg.run.output_dir)
+# What a user can fix: a recipe reports these as one line (`run_main`), never as a traceback.
+USER_ERRORS = (
+    ConfigError,
+    RunFolderExistsError,
+    RunFolderInUseError,
+    PublishError,
+    CardTemplateError,
+    DataError,
+    ScoreSetError,
+    PretrainedWeightsError,
+    CheckpointMismatchError,
+    UnknownModelError,
+    ReferenceCheckpointError,
+    ReferenceKeyError,
+    DataMismatchError,
+    TrainingDivergedError,
+    PermissionError,
+    FileNotFoundError,
+    FileExistsError,
+)
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a recipe's `main`: an error the user can fix ends it with one clear message and exit status 2 (a bad
+    config) or 1, not a traceback."""
+    try:
+        main()
+    except USER_ERRORS as err:
+        print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
+        sys.exit(2 if isinstance(err, ConfigError) else 1)
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key != "args":
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resume(cfg: RecipeConfig, run_dir: Path) -> None:
+    """A resumed run must train what its folder started: only `RESUMABLE_KEYS` may differ from the saved config, and
+    there must be epochs left to train."""
+    saved_file = run_dir / "config.yaml"
+    if not saved_file.is_file():
+        return  # nothing started yet: the run starts from scratch
+    saved = _flat(yaml.safe_load(saved_file.read_text()) or {})
+    new = _flat(cfg.to_dict())
+    changed = [k for k in sorted(set(saved) | set(new)) if saved.get(k) != new.get(k) and k not in RESUMABLE_KEYS]
+    if changed:
+        lines = "\n".join(f"  - {k}: the run has {saved.get(k)!r}, now {new.get(k)!r}" for k in changed)
+        raise ConfigError(
+            f"run.resume: {run_dir} was started with another config:\n{lines}\nA resumed run may change only "
+            f"{', '.join(RESUMABLE_KEYS)}. Resume with the run's own config (--config {saved_file}), or start a new "
+            "run in another run.output_dir (or replace this one with run.overwrite=true)."
+        )
+    latest = CheckpointManager(run_dir / "checkpoints", None).latest_state()
+    if latest is not None and latest.get("epochs_done", 0) >= cfg.train.epochs:
+        raise ConfigError(
+            f"run.resume: {run_dir} has already trained {latest['epochs_done']} of train.epochs={cfg.train.epochs} "
+            "epochs: nothing is left to train. Pass a larger train.epochs to train further."
+        )
+
+
+@contextlib.contextmanager
+def start_run(cfg: RecipeConfig, project: str) -> Iterator[tuple[Accelerator, Path]]:
+    """The run's Accelerator and folder, everything checked before anything is written (see `RunFolder`).
+
+    Checks: a Hub token when the run will publish, the process count, the folder (a finished or partial run needs
+    run.resume or run.overwrite; a folder in use is refused), and a resumed run's config. Then the resolved config is
+    saved next to the run and the trackers start. On leaving, the trackers end and the folder is released; a run
+    that fails before its first checkpoint leaves no files behind.
+    """
+    if cfg.run.push_to_hub and not cfg.run.dry_run:
+        resolve_token()  # PublishError now, not after the training
+    run_dir = Path(cfg.run.output_dir)
     accelerator = build_accelerator(
         run_dir,
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         seed=cfg.train.seed,
+        report_to=cfg.run.report_to,
+        cpu=cfg.run.cpu,
     )
     check_num_processes(accelerator, cfg.run.num_processes)
-    if accelerator.is_main_process:
-        cfg.save(run_dir / "config.yaml")
-    accelerator.init_trackers(project, config=flat_config(cfg.to_dict()))
-    return accelerator, run_dir
+    resume = cfg.run.resume is not False
+    if resume:
+        check_resume(cfg, run_dir)
+    folder = RunFolder(run_dir, accelerator, resume=resume, overwrite=cfg.run.overwrite).open()
+    failed = True
+    try:
+        if accelerator.is_main_process:
+            cfg.save(run_dir / "config.yaml")
+        accelerator.init_trackers(project, config=flat_config(cfg.to_dict()))
+        yield accelerator, run_dir
+        failed = False
+    finally:
+        accelerator.end_training()
+        folder.close(failed)
+
+
+def data_config(model_name: str) -> dict[str, Any]:
+    """timm's data config (input size, mean, std, crop, interpolation) of `model_name`'s pretrained cfg."""
+    return resolve_data_config(pretrained_cfg=get_pretrained_cfg(model_name).to_dict())
 
 
 def run_data(accelerator: Accelerator, cfg: RecipeConfig, model_name: str) -> RunData:
-    """Both splits and their loaders, normalised as `model_name` expects (its pretrained cfg's mean / std)."""
-    pretrained = get_pretrained_cfg(model_name)
+    """Both splits and their loaders, preprocessed as `model_name` expects (its pretrained cfg)."""
     return build_data(
         accelerator,
         cfg.data.name,
         batch_size=cfg.train.batch_size,
         eval_batch_size=cfg.data.eval_batch_size,
         seed=cfg.train.seed,
-        mean=tuple(pretrained.mean),
-        std=tuple(pretrained.std),
+        data_config=data_config(model_name),
         revision=cfg.data.revision,
         label=cfg.data.label,
+        class_names=cfg.data.class_names,
         train_split=cfg.data.train_split,
         eval_split=cfg.data.eval_split,
         num_workers=cfg.data.num_workers,
     )
 
 
-def fit_options(cfg: RecipeConfig) -> FitOptions:
-    """`fit`'s options from the config's `train` and `run` sections."""
+def fit_options(cfg: RecipeConfig, name: str) -> FitOptions:
+    """`fit`'s options from the config's `train` and `run` sections; `name` labels the progress bar."""
     return FitOptions(
         num_epochs=cfg.train.epochs,
         lr_schedule=step_lr(cfg.train.lr, cfg.train.milestones, cfg.train.lr_decay),
@@ -85,6 +217,7 @@ def fit_options(cfg: RecipeConfig) -> FitOptions:
         resume=cfg.run.resume,
         log_every=cfg.run.log_every,
         channels_last=cfg.train.channels_last,
+        name=name,
     )
 
 
@@ -98,7 +231,7 @@ def train_model(
         model,
         data.train_loader,
         data.eval_loader,
-        fit_options(cfg),
+        fit_options(cfg, cfg.teacher.model),
         run_dir=run_dir,
         lr=cfg.train.lr,
         momentum=cfg.train.momentum,
@@ -109,30 +242,40 @@ def train_model(
 def prepare_teacher(cfg: RecipeConfig, accelerator: Accelerator, data: RunData, run_dir: Path) -> nn.Module:
     """The frozen teacher in evaluation mode on the device: `teacher.weights` loaded, or, in the demo only (no
     weights, no data set named), trained here with cross-entropy for `teacher.train_epochs` epochs on the recipe's
-    decay schedule scaled to them."""
+    decay schedule scaled to them, and exported to `run_dir/teacher/model` (usable as `teacher.weights`)."""
     if cfg.teacher.weights is not None or cfg.data.name is not None:
-        teacher = load_model(cfg.teacher.model, cfg.teacher.weights)
-    else:
-        epochs = cfg.teacher.train_epochs
-        options = FitOptions(
-            num_epochs=epochs,
-            lr_schedule=step_lr(cfg.teacher.train_lr, scaled_milestones(epochs)),
-            checkpoint_every=epochs,
-            resume=cfg.run.resume,
-            log_every=cfg.run.log_every,
-            log_prefix="teacher/",
+        return load_model(cfg.teacher.model, cfg.teacher.weights).to(accelerator.device).eval()
+    epochs = cfg.teacher.train_epochs
+    options = FitOptions(
+        num_epochs=epochs,
+        lr_schedule=step_lr(cfg.teacher.train_lr, scaled_milestones(epochs)),
+        checkpoint_every=cfg.run.checkpoint_every,
+        keep_last=cfg.run.keep_last,
+        resume=cfg.run.resume is not False,
+        log_every=cfg.run.log_every,
+        log_prefix="teacher/",
+        name=f"teacher {cfg.teacher.model}",
+    )
+    teacher, result = train_supervised(
+        accelerator,
+        create_model(cfg.teacher.model, num_classes=data.num_classes),
+        data.train_loader,
+        data.eval_loader,
+        options,
+        run_dir=run_dir / "teacher",
+        lr=cfg.teacher.train_lr,
+        momentum=cfg.train.momentum,
+        weight_decay=cfg.train.weight_decay,
+    )
+    accelerator.free_memory()  # the student's checkpoints hold the student alone (Accelerate: between two trainings)
+    if accelerator.is_main_process:
+        fields = run_card_fields(
+            result,
+            model_id=f"{cfg.teacher.model}.{weight_tag('ce', None, data.name)}",
+            summary=f"{cfg.teacher.model} trained with cross-entropy as the demo's teacher.",
+            **_common_card_fields(cfg, accelerator, run_dir, data),
         )
-        teacher, _ = train_supervised(
-            accelerator,
-            create_model(cfg.teacher.model, num_classes=data.num_classes),
-            data.train_loader,
-            data.eval_loader,
-            options,
-            run_dir=run_dir / "teacher",
-            lr=cfg.teacher.train_lr,
-            momentum=cfg.train.momentum,
-            weight_decay=cfg.train.weight_decay,
-        )
+        export_model(teacher, run_dir / "teacher" / "model", fields, **_export_options(data, fields))
     return teacher.to(accelerator.device).eval()
 
 
@@ -167,7 +310,7 @@ def data_selection(
             fraction=sel.fraction,
         )
         if accelerator.is_main_process:
-            export_scores(scores, run_dir / "scores", overwrite=True)
+            export_scores(scores, run_dir / "scores", overwrite=True, class_names=data.class_names)
     aligned = scores.join(data.train_split, teacher)
     mask = aligned.distill_mask(sel.fraction, sel.strategy, sel.seed)
     mistakes = aligned.mistakes(sel.fraction, sel.seed)
@@ -188,14 +331,49 @@ def build_distiller(cfg: RecipeConfig, teacher: nn.Module, data: RunData) -> Dis
     return Distiller(student, method, revision, ds_weighting=cfg.train.ds_weighting)
 
 
+def dataset_revision(cfg: RecipeConfig, data: RunData) -> str:
+    """What identifies the training data in a card: a Hub commit when one was asked for, else the content hash."""
+    revision = cfg.data.revision
+    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    return f"sha256:{data.fingerprint['content_sha256']}"
+
+
 def _common_card_fields(cfg: RecipeConfig, accelerator: Accelerator, run_dir: Path, data: RunData) -> dict[str, Any]:
     return dict(
-        dataset=data.name,
-        dataset_revision=cfg.data.revision,
+        dataset=public_path(data.name),
+        dataset_revision=dataset_revision(cfg, data),
         seed=cfg.train.seed,
         hardware=hardware_summary(accelerator),
         config_yaml=(run_dir / "config.yaml").read_text(),
     )
+
+
+def _export_options(data: RunData, fields: dict[str, Any]) -> dict[str, Any]:
+    """What the exported config.json records besides the weights: the classes, the preprocessing the model was
+    trained with, and its own tag and Hub repo."""
+    tag = str(fields["model_id"]).split(".", 1)[1]
+    return dict(
+        label_names=data.class_names,
+        pretrained_cfg={
+            "input_size": list(data.input_size),
+            "mean": list(data.mean),
+            "std": list(data.std),
+            "num_classes": data.num_classes,
+            "tag": tag,
+            "hf_hub_id": fields["repo_id"],
+        },
+    )
+
+
+def teacher_repo(cfg: RecipeConfig, teacher: nn.Module) -> str | None:
+    """The teacher's Hub repo when its weights came from the Hub (the default tag, a zoo tag or `hf-hub:`)."""
+    weights = cfg.teacher.weights
+    if weights is not None and weights.startswith("hf-hub:"):
+        return weights.removeprefix("hf-hub:")
+    if weights is None or ("." in weights and "/" not in weights and not Path(weights).exists()):
+        return (getattr(teacher, "pretrained_cfg", None) or {}).get("hf_hub_id")
+    return None
 
 
 def trained_card_fields(
@@ -207,6 +385,7 @@ def trained_card_fields(
         result,
         model_id=f"{model}.{weight_tag('ce', None, data.name)}",
         summary=f"{model} trained with cross-entropy.",
+        repo_id=cfg.run.push_to_hub,
         **_common_card_fields(cfg, accelerator, run_dir, data),
     )
 
@@ -227,16 +406,30 @@ def distilled_card_fields(
     lr_on, ds_on = revision.enabled, selection is not None
     parts = [cfg.method.name] + ["Label Revision"] * lr_on + ["Data Selection"] * ds_on
     tag = weight_tag(cfg.method.name, cfg.teacher.model, data.name, lr_on, ds_on)
+    repo = teacher_repo(cfg, teacher)
     return run_card_fields(
         result,
         model_id=f"{cfg.student.model}.{tag}",
         summary=f"{cfg.student.model} distilled from {cfg.teacher.model} with {' + '.join(parts)}.",
         teacher=f"{cfg.teacher.model} (top-1 {teacher_top1:.2f}, weights {weights_fingerprint(teacher)[:16]})",
+        teacher_repo=repo,
         method=f"{cfg.method.name} {cfg.method.args or ''}".strip(),
         label_revision=repr(LabelRevision(revision.eta, revision.lambda1, revision.lambda2)) if lr_on else "off",
         data_selection=selection.summary if selection is not None else "off",
+        repo_id=cfg.run.push_to_hub,
         **_common_card_fields(cfg, accelerator, run_dir, data),
     )
+
+
+def export_trained(
+    run_dir: Path, model: nn.Module, result: FitResult, data: RunData, fields: dict[str, Any], **summary: Any
+) -> Path | None:
+    """The run's `result.json` and exported `model/` folder (`kd_zoo.hub.export_run`); None, with a message, when
+    this call trained no epoch (nothing new to export)."""
+    if result.epochs_trained == 0:
+        print(f"no epoch was trained in this call: {run_dir} keeps its earlier export")
+        return None
+    return export_run(run_dir, model, fields, summary={**result.to_dict(), **summary}, **_export_options(data, fields))
 
 
 def result_table(rows: Sequence[tuple[str, str, str, str]]) -> str:

@@ -1,27 +1,24 @@
-"""Score a training split for Data Selection: a teacher and a data set -> a score set on disk.
+"""Score a training split for Data Selection: a teacher and a data set -> a score set folder on disk.
 
 One pass of the frozen teacher over the un-augmented split gives, for every sample, its influence score (EK-FAC
 self-influence of the classifier layer by default; see kd_zoo/selection/scorers.py), the teacher's prediction and
 whether it was right. The folder written is a Hub-ready data set (README.md + data/*.parquet) that
 `datasets.load_dataset(folder, split="train")` and `kd_zoo.selection.ScoreSet.load(folder)` read.
 
-    python recipes/score.py --teacher lrds_resnet8 --weights teacher.safetensors --output-dir scores/demo
-    accelerate launch --num_processes 2 recipes/score.py --teacher lrds_resnet32x4 \
-        --data uoft-cs/cifar100 --output-dir scores/cifar100-resnet32x4
-    # on CPUs, several processes: ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 ...
+    python recipes/score.py                         # the demo digits, with the teacher recipes/distill.py exported
+    python recipes/score.py teacher.model=lrds_resnet8 teacher.weights=teacher.safetensors run.output_dir=scores/x
+    accelerate launch --num_processes 2 recipes/score.py \
+        --config recipes/configs/cifar100/resnet32x4-resnet8x4/lrds.yaml run.output_dir=scores/cifar100-resnet32x4
+    python recipes/score.py --help                  # every key, with its type and default
 
-Several scorers from the same pass: `--scorer influence,loss,el2n` writes one folder per scorer under
---output-dir. Without --data the embedded demo digits are used (offline). The folder is ready for the Hub as a
-data set repo: `--push-to-hub ORG/NAME` publishes it (`kd_zoo.hub.publish_folder(..., repo_type="dataset")`, from
-the main process; several scorers go to ORG/NAME-<scorer>), `--dry-run` lists what would be uploaded:
-
-    python recipes/score.py --teacher lrds_resnet8 --random-init --output-dir scores/demo \
-        --push-to-hub kd-zoo/digits-resnet8-influence-scores --dry-run
+The keys are the recipes' own (`teacher.*`, `data.*`, `selection.*`, `run.*`), so a pair's config scores that
+pair's teacher; `scoring.*` holds the scorer settings. Several scorers from the same pass:
+`scoring.scorers=[influence,loss,el2n]` writes one folder per scorer under run.output_dir. `run.push_to_hub=ORG/NAME`
+publishes the folder as a data set repo (several scorers: ORG/NAME-<scorer>); `run.dry_run=true` lists what would
+be uploaded.
 """
 
-import argparse
 import inspect
-import sys
 import time
 from pathlib import Path
 
@@ -29,49 +26,13 @@ import torch
 from accelerate import Accelerator
 
 from kd_zoo import create_model, load_model
+from kd_zoo.config import parse_recipe_args
 from kd_zoo.data import load_tensor_split
-from kd_zoo.hub import PublishError, export_scores, publish_folder, resolve_token
+from kd_zoo.hub import export_scores, publish_folder, resolve_token
 from kd_zoo.selection import SCORERS, make_scorer, score_dataset_multi
+from kd_zoo.workflow import run_main
 
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", default="lrds_resnet32x4", help="teacher architecture (timm / kd_zoo name)")
-    parser.add_argument(
-        "--weights",
-        default=None,
-        help="teacher weights: a .safetensors file, an exported folder, a zoo tag (arch.tag) or hf-hub:ORG/NAME; "
-        "default: the architecture's default zoo tag (from the Hub)",
-    )
-    parser.add_argument("--random-init", action="store_true", help="random teacher weights (smoke tests only)")
-    parser.add_argument("--data", default=None, help="Hub id, local folder or parquet files; omitted: the demo set")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--scorer", default="influence", help=f"comma-separated, from {', '.join(SCORERS.names())}")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per process and batch")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing score set in --output-dir")
-    parser.add_argument("--damping", type=float, default=None, help="absolute damping (overrides --damping-ratio)")
-    parser.add_argument("--damping-ratio", type=float, default=None, help="damping = ratio x mean eigenvalue of H")
-    parser.add_argument("--val-fraction", type=float, default=None, help="influence_val: held-out share")
-    parser.add_argument("--max-params", type=int, default=None, help="influence_exact: largest head allowed")
-    parser.add_argument("--seed", type=int, default=None, help="random / influence_val seed")
-    parser.add_argument("--fraction", type=float, default=0.8, help="distilled share for the summary")
-    parser.add_argument("--memory-limit-mb", type=float, default=256, help="head inputs in memory up to this")
-    parser.add_argument("--spill-dir", default=None, help="where head inputs go past the memory limit")
-    parser.add_argument("--cpu", action="store_true", help="run on the CPU even with a GPU")
-    parser.add_argument(
-        "--push-to-hub",
-        default=None,
-        metavar="ORG/NAME",
-        help="publish the score set as a data set repo (several scorers: ORG/NAME-<scorer>)",
-    )
-    parser.add_argument("--dry-run", action="store_true", help="with --push-to-hub: list what would be uploaded")
-    args = parser.parse_args()
-    if args.dry_run and not args.push_to_hub:
-        parser.error("--dry-run needs --push-to-hub ORG/NAME")
-    if args.push_to_hub and args.push_to_hub.count("/") != 1:
-        parser.error(f"--push-to-hub needs ORG/NAME, got {args.push_to_hub!r}")
-    return args
+DEMO_SCORES = Path(__file__).parent / "configs" / "demo_scores.yaml"
 
 
 def repo_ids(target: str | None, names: list[str]) -> dict[str, str | None]:
@@ -82,57 +43,49 @@ def repo_ids(target: str | None, names: list[str]) -> dict[str, str | None]:
 
 
 def main() -> None:
-    args = parse_args()
-    if args.push_to_hub and not args.dry_run:
-        try:  # before the scoring pass: without a token, nothing is computed, written or uploaded
-            resolve_token()
-        except PublishError as err:
-            sys.exit(f"score.py: {err}")
-    accelerator = Accelerator(cpu=args.cpu)
-
+    cfg = parse_recipe_args(__doc__.splitlines()[0], DEMO_SCORES)
+    scoring = cfg.scoring
+    if cfg.run.push_to_hub and not cfg.run.dry_run:
+        resolve_token()  # before the scoring pass: without a token, nothing is computed, written or uploaded
+    accelerator = Accelerator(cpu=cfg.run.cpu)
     with accelerator.main_process_first():  # the first process decodes and caches the split
-        train = load_tensor_split(args.data, args.split)
-    if args.random_init:
-        torch.manual_seed(0 if args.seed is None else args.seed)
-        teacher = create_model(args.teacher, num_classes=train.num_classes)
-        weights = "random-init"
+        train = load_tensor_split(cfg.data.name, cfg.data.train_split, revision=cfg.data.revision, label=cfg.data.label)
+    if scoring.random_init:
+        torch.manual_seed(cfg.selection.seed)
+        teacher, weights = create_model(cfg.teacher.model, num_classes=train.num_classes), "random-init"
     else:
-        teacher = load_model(args.teacher, args.weights)
-        weights = args.weights or f"{args.teacher} (default tag)"
+        teacher = load_model(cfg.teacher.model, cfg.teacher.weights)
+        weights = cfg.teacher.weights or f"{cfg.teacher.model} (default tag)"
 
-    options = {
-        "damping": args.damping,
-        "damping_ratio": args.damping_ratio,
-        "val_fraction": args.val_fraction,
-        "max_params": args.max_params,
-        "seed": args.seed,
-    }
+    settings = {k: getattr(scoring, k) for k in ("damping", "damping_ratio", "val_fraction", "max_params")}
+    settings["seed"] = cfg.selection.seed
     scorers = []
-    for name in [s.strip() for s in args.scorer.split(",") if s.strip()]:
+    for name in scoring.scorers or [cfg.selection.scorer]:
         accepted = inspect.signature(SCORERS.get(name)).parameters
-        scorers.append(make_scorer(name, **{k: v for k, v in options.items() if v is not None and k in accepted}))
+        scorers.append(make_scorer(name, **{k: v for k, v in settings.items() if v is not None and k in accepted}))
 
     start = time.perf_counter()
     results = score_dataset_multi(  # normalised as the teacher's pretrained_cfg says (CIFAR-100's for the zoo)
         teacher,
         train,
         scorers,
-        batch_size=args.batch_size,
+        batch_size=max(1, cfg.data.eval_batch_size // accelerator.num_processes),
         accelerator=accelerator,
-        teacher_name=args.teacher,
+        teacher_name=cfg.teacher.model,
         weights=weights,
-        memory_limit_bytes=int(args.memory_limit_mb * 2**20),
-        spill_dir=args.spill_dir,
-        fraction=args.fraction,
+        memory_limit_bytes=int(scoring.memory_limit_mb * 2**20),
+        spill_dir=scoring.spill_dir,
+        fraction=cfg.selection.fraction,
     )
     elapsed = time.perf_counter() - start
 
     if accelerator.is_main_process:
-        out = Path(args.output_dir)
-        targets = repo_ids(args.push_to_hub, list(results))
+        out = Path(cfg.run.output_dir)
+        targets = repo_ids(cfg.run.push_to_hub, list(results))
         for name, score_set in results.items():
-            folder = export_scores(
-                score_set, out / name if len(results) > 1 else out, overwrite=args.overwrite, repo_id=targets[name]
+            folder = out / name if len(results) > 1 else out
+            export_scores(
+                score_set, folder, overwrite=cfg.run.overwrite, repo_id=targets[name], class_names=train.class_names
             )
             meta = score_set.metadata
             mistakes = meta["teacher_mistakes"]
@@ -141,14 +94,15 @@ def main() -> None:
             print(
                 f"{name}: {meta['num_rows']} samples in {elapsed:.1f} s ({accelerator.num_processes} process(es)); "
                 f"teacher accuracy {100 * meta['teacher']['accuracy']:.2f} %, {mistakes['count']} mistakes, "
-                f"{kept} ({share}) in the distilled top {100 * args.fraction:.0f} %; damping "
-                f"{meta['settings'].get('damping')} -> {folder}"
+                f"{kept} ({share}) in the distilled top {100 * cfg.selection.fraction:.0f} %"
+                + (f"; damping {meta['settings']['damping']}" if meta["settings"].get("damping") else "")
+                + f" -> {folder}"
             )
             if targets[name]:
-                publish_folder(folder, targets[name], repo_type="dataset", dry_run=args.dry_run)
+                publish_folder(folder, targets[name], repo_type="dataset", dry_run=cfg.run.dry_run)
     accelerator.wait_for_everyone()
     accelerator.end_training()
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -375,7 +375,7 @@ def test_hub_ids_offline_fail_fast_with_both_fixes(no_network):
         assert time.monotonic() - start < 5
         message = str(info.value)
         assert hub_id in message
-        for fix in ("huggingface-cli login", "HF_TOKEN", "save_to_disk", "parquet", "imagefolder", "Offline mode"):
+        for fix in ("hf auth login", "HF_TOKEN", "save_to_disk", "parquet", "imagefolder", "Offline mode"):
             assert fix in message, fix
 
 

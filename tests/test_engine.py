@@ -98,10 +98,10 @@ def test_fit_trains_evaluates_logs_and_checkpoints(accelerator, demo, tmp_path):
     assert result.best_top1 >= result.history[0]["top1"] and 0 <= result.last_top1 <= 100
     assert all(h["eval_count"] == 360 for h in result.history)
     ckpts = CheckpointManager(run_dir / "checkpoints", accelerator).complete()
-    assert [p.name for p in ckpts] == ["epoch_0000", "epoch_0001"]
+    assert [p.name for p in ckpts] == ["epoch_0001", "epoch_0002"]  # numbered as the log counts epochs
     assert (ckpts[-1] / "model.safetensors").is_file()
     state = json.loads((ckpts[-1] / "trainer_state.json").read_text())
-    assert state["epoch"] == 1 and len(state["history"]) == 2
+    assert state["epochs_done"] == 2 and len(state["history"]) == 2
     records = read_jsonl(run_dir / "metrics.jsonl")
     assert any("train/loss" in r for r in records) and sum("eval/top1" in r for r in records) == 2
 
@@ -119,12 +119,21 @@ def test_resume_is_bit_identical(demo, tmp_path):
     full, _ = _run(Accelerator(cpu=True), demo, tmp_path / "full", epochs=3)
     AcceleratorState._reset_state(reset_partial_state=True)
     _run(Accelerator(cpu=True), demo, tmp_path / "split", epochs=3, stop_after_epochs=1)
-    assert [p.name for p in (tmp_path / "split" / "checkpoints").glob("epoch_*")] == ["epoch_0000"]
+    assert [p.name for p in (tmp_path / "split" / "checkpoints").glob("epoch_*")] == ["epoch_0001"]
     AcceleratorState._reset_state(reset_partial_state=True)
     torch.manual_seed(123)  # a different initialisation: everything must come from the checkpoint
     resumed, result = _run(Accelerator(cpu=True), demo, tmp_path / "split", epochs=3, resume=True, seed=0)
-    assert result.epochs == 3
+    assert result.epochs == 3 and result.epochs_trained == 2
     assert weights_fingerprint(resumed) == weights_fingerprint(full)
+    assert result.train_seconds >= result.history[-1]["elapsed_s"] > result.history[0]["elapsed_s"]  # the whole run's
+    # run.resume may name a checkpoint: the run continues from exactly there (epoch 3 of 3 again)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    named = tmp_path / "split" / "checkpoints" / "epoch_0002"
+    again, result = _run(Accelerator(cpu=True), demo, tmp_path / "split", epochs=3, resume=named)
+    assert result.epochs_trained == 1 and weights_fingerprint(again) == weights_fingerprint(full)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    with pytest.raises(FileNotFoundError, match="not a complete kd_zoo checkpoint"):
+        _run(Accelerator(cpu=True), demo, tmp_path / "split", epochs=3, resume=tmp_path / "nowhere")
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
@@ -160,11 +169,11 @@ def test_nan_loss_stops_before_the_update_and_names_the_step(accelerator, demo, 
     optimizer = sgd(model, 0.05)
     model, optimizer = accelerator.prepare(model, optimizer)
     train_loader, eval_loader = _loaders(demo)
-    with pytest.raises(TrainingDivergedError, match=r"epoch 2, step 7 .*epoch_0000"):
+    with pytest.raises(TrainingDivergedError, match=r"epoch 2, step 7 .*epoch_0001"):
         options = FitOptions(3, step_lr(0.05, []), progress=False)
         fit(accelerator, model, optimizer, train_loader, eval_loader, options, run_dir=tmp_path / "run")
     manager = CheckpointManager(tmp_path / "run" / "checkpoints", accelerator)
-    assert manager.latest().name == "epoch_0000"
+    assert manager.latest().name == "epoch_0001"
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 

@@ -7,10 +7,12 @@ import sys
 import pytest
 import timm
 import torch
+from accelerate.tracking import get_available_trackers
 from huggingface_hub import ModelCard
 
 import kd_zoo
 from kd_zoo.constants import HF_ORG
+from kd_zoo.engine.tracking import make_trackers
 from kd_zoo.hub import (
     MODEL_FILES,
     CardTemplateError,
@@ -188,6 +190,32 @@ def test_publish_refusals(exported, tmp_path, monkeypatch, capsys):
     assert "would upload" in capsys.readouterr().out
 
 
+def test_publishing_scans_the_folder_before_any_network_call(exported):
+    (exported[1] / "notes.md").write_text("trained on\n/home/alice/private/cifar\n")
+    api = RecordingApi()
+    with pytest.raises(PublishError, match=r"(?s)nothing was uploaded.*notes.md:2: the local path '/home/alice"):
+        publish_folder(exported[1], REPO, token="hf_test", api=api)
+    assert api.calls == []
+    with pytest.raises(PublishError, match="notes.md:2"):  # a dry run shows the same refusal
+        publish_folder(exported[1], REPO, dry_run=True)
+    (exported[1] / "notes.md").unlink()
+    publish_folder(exported[1], REPO, token="hf_test", api=api)  # the clean folder goes up
+    assert api.calls[-1][0] == "upload_folder"
+
+
+def test_trackers_are_chosen_and_the_jsonl_log_always_kept(tmp_path):
+    trackers = make_trackers(tmp_path, [])
+    assert [type(t).__name__ for t in trackers] == ["JsonlTracker"]
+    with pytest.raises(ValueError, match=r"unknown tracker\(s\) \['wandbb'\]"):
+        make_trackers(tmp_path, ["wandbb"])
+    missing = next((n for n in ("aim", "clearml", "dvclive", "swanlab") if n not in get_available_trackers()), None)
+    if missing is not None:  # a tracker asked for on purpose but not installed
+        with pytest.raises(ValueError, match=f"pip install {missing}"):
+            make_trackers(tmp_path, [missing])
+    default = make_trackers(tmp_path)  # tensorboard when installed, quietly skipped otherwise
+    assert type(default[0]).__name__ == "JsonlTracker" and default[1:] in ([], ["tensorboard"])
+
+
 def test_card_keeps_the_run_fields_as_metadata(exported):
     meta = ModelCard.load(exported[1] / "README.md").data.to_dict()["kd_zoo"]
     assert meta["teacher"] == "lrds_resnet32x4" and meta["seed"] == 0 and meta["method"] == "kd"
@@ -237,11 +265,13 @@ def test_find_private_content(exported, tmp_path, monkeypatch):
     assert find_private_content(folder) == []
     (folder / "notes.md").write_text("token hf_secret_value_123, from /home/alice/runs and https://example.org/tmp/x\n")
     (folder / "other.md").write_text(f"hf_{'A1' * 20} in {tmp_path / 'export'} and D:\\runs\\x\n")
+    (folder / "lines.md").write_text("clean\nclean\nsee /home/bob/data here\n")
     findings = find_private_content(folder)
-    assert "notes.md: a Hugging Face token" in findings and "other.md: a Hugging Face token" in findings
-    assert "notes.md: the local path '/home/alice/runs'" in findings
+    assert "notes.md:1: a Hugging Face token" in findings and "other.md:1: a Hugging Face token" in findings
+    assert "notes.md:1: the local path '/home/alice/runs'" in findings
+    assert "lines.md:3: the local path '/home/bob/data'" in findings  # file and line, to find and fix it
     assert (
-        f"other.md: the local path '{tmp_path}'" in findings
-        and "other.md: the local path 'D:\\\\runs\\\\x'" in findings
+        f"other.md:1: the local path '{tmp_path}'" in findings
+        and "other.md:1: the local path 'D:\\\\runs\\\\x'" in findings
     )
     assert not any("example.org" in f or "secret_value" in f for f in findings)

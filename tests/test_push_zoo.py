@@ -52,6 +52,7 @@ FINGERPRINT = "a" * 64
 def _load_push_zoo():
     spec = importlib.util.spec_from_file_location("push_zoo", REPO / "recipes" / "push_zoo.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["push_zoo"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -180,7 +181,7 @@ def token(monkeypatch):
 
 def _args(runs, *extra):
     tmp = runs.parent
-    return [str(runs), "--readme", str(tmp / "README.md"), "--table", str(tmp / "zoo_results.md"), *extra]
+    return [f"runs_dir={runs}", "--readme", str(tmp / "README.md"), "--table", str(tmp / "zoo_results.md"), *extra]
 
 
 def _section(text):
@@ -266,7 +267,7 @@ def test_push_publishes_each_repo_once_and_writes_the_tables(runs, token, capsys
 
 def test_org_and_no_scores(runs, token):
     api = RecordingApi(runs.parent)
-    assert push_zoo.main(_args(runs, "--org", "my-lab", "--no-scores"), api=api) == 0
+    assert push_zoo.main(_args(runs, "--org", "my-lab", "include_scores=false"), api=api) == 0
     assert [c[1] for c in api.uploads() if c[0] == "create_repo"] == [f"my-lab/{CE_ID}", f"my-lab/{KD_ID}"]
     assert f"https://huggingface.co/my-lab/{KD_ID}" in (runs.parent / "README.md").read_text()
 
@@ -336,7 +337,7 @@ def test_token_or_local_path_in_a_folder_is_refused(runs, token):
     with pytest.raises(RunFolderError) as err:
         collect_runs(runs)
     message = str(err.value)
-    assert "README.md: the local path" in message and "notes.txt: a Hugging Face token" in message
+    assert "README.md:" in message and "the local path" in message and "notes.txt:1: a Hugging Face token" in message
     assert TOKEN not in message
 
 
@@ -404,6 +405,18 @@ def test_local_data_and_weights_paths_are_reduced_to_names(tmp_path):
     assert find_private_content(folder) == [] and '"me/scores"' in (folder / "README.md").read_text()
 
 
+def test_score_set_folder_has_a_license_and_class_label_columns(tmp_path):
+    folder = export_scores(_score_set(), tmp_path / "scores", class_names=[f"digit {i}" for i in range(10)])
+    card = DatasetCard.load(folder / "README.md")  # huggingface_hub's own parsing
+    assert card.data.license == "apache-2.0" and "arxiv.org/abs/2404.03693" in card.text
+    rows = datasets.load_dataset(str(folder), split="train")
+    for column in ("label", "teacher_pred"):
+        assert isinstance(rows.features[column], datasets.ClassLabel), column
+        assert rows.features[column].names[3] == "digit 3"
+    assert rows["label"][:12] == [i % 10 for i in range(12)]  # still the integers
+    assert ScoreSet.load(folder).column("label").tolist() == _score_set().column("label").tolist()
+
+
 def test_score_set_card_with_a_missing_field_writes_nothing(tmp_path):
     with pytest.raises(CardTemplateError, match="not_a_field"):
         export_scores(_score_set(), tmp_path / "scores", template="---\n{{ card_data }}\n---\n{{ not_a_field }}\n")
@@ -456,8 +469,8 @@ def test_score_set_card_usage_snippet_runs_offline(tmp_path):
 
 def _score_recipe(tmp_path, *extra, env=None):
     command = [
-        sys.executable, str(REPO / "recipes" / "score.py"), "--teacher", "lrds_resnet8", "--random-init",
-        "--scorer", "loss", "--output-dir", str(tmp_path / "scores"), *extra,
+        sys.executable, str(REPO / "recipes" / "score.py"), "teacher.model=lrds_resnet8", "scoring.random_init=true",
+        "selection.scorer=loss", f"run.output_dir={tmp_path / 'scores'}", *extra,
     ]  # fmt: skip
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **(env or {}))
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -465,7 +478,7 @@ def _score_recipe(tmp_path, *extra, env=None):
 
 def test_score_recipe_push_dry_run_lists_the_files(tmp_path):
     repo_id = "kd-zoo/digits-resnet8-loss-scores"
-    result = _score_recipe(tmp_path, "--push-to-hub", repo_id, "--dry-run")
+    result = _score_recipe(tmp_path, f"run.push_to_hub={repo_id}", "--run.dry_run")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert f"dry run: would upload to dataset repo {repo_id}:" in result.stdout
     assert "  README.md (" in result.stdout and "  data/train-00000-of-00001.parquet (" in result.stdout
@@ -475,8 +488,8 @@ def test_score_recipe_push_dry_run_lists_the_files(tmp_path):
 
 def test_score_recipe_push_without_a_token_stops_before_scoring(tmp_path):
     env = {"HF_HOME": str(tmp_path / "hf_home"), "HF_TOKEN": ""}
-    result = _score_recipe(tmp_path, "--push-to-hub", "kd-zoo/x", env=env)
+    result = _score_recipe(tmp_path, "run.push_to_hub=kd-zoo/x", env=env)
     assert result.returncode != 0 and "no Hugging Face token" in result.stderr
     assert not (tmp_path / "scores").exists()
-    bad = _score_recipe(tmp_path, "--dry-run")
-    assert bad.returncode == 2 and "--dry-run needs --push-to-hub" in bad.stderr
+    bad = _score_recipe(tmp_path, "run.dry_run=true")
+    assert bad.returncode == 2 and "run.dry_run=true needs run.push_to_hub=ORG/NAME" in bad.stderr

@@ -265,7 +265,7 @@ def test_exact_refuses_a_large_head_and_unknown_scorers():
         score_head_inputs(features, log_probs, labels, scorer=make_scorer("influence_exact", max_params=100))
     with pytest.raises(UnknownNameError, match="influence"):
         make_scorer("influense")
-    assert set(ALL_SCORERS) == set(SCORERS.names())
+    assert set(ALL_SCORERS) | {"influence_full"} == set(SCORERS.names())  # influence_full: test_influence_full.py
 
 
 # -- the teacher pass -------------------------------------------------------------------------------------------
@@ -456,8 +456,8 @@ def test_two_processes_match_one(scored, teacher_file, tmp_path):
     command = [
         launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
         "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-        str(REPO / "recipes" / "score.py"), "--teacher", "lrds_resnet8", "--weights", str(teacher_file),
-        "--scorer", "influence,influence_exact,random", "--batch-size", "64", "--output-dir", str(out),
+        str(REPO / "recipes" / "score.py"), "teacher.model=lrds_resnet8", f"teacher.weights={teacher_file}",
+        "scoring.scorers=[influence,influence_exact,random]", "data.eval_batch_size=128", f"run.output_dir={out}",
     ]  # fmt: skip
     result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -487,3 +487,38 @@ def test_two_score_set_folders_of_the_same_name_load_their_own_rows(tmp_path):
         export_scores(scores, tmp_path / run / "scores")
         rows.append(datasets.load_dataset(str(tmp_path / run / "scores"), split="train")["score"])
     assert rows[0] == [1.0] * 5 and rows[1] == [2.0] * 5
+
+
+# -- influence_full on the trained teacher (kronfluence; slow: about 35 inference passes each) --------------------
+@pytest.mark.slow
+def test_influence_full_ranks_like_influence_on_the_trained_teacher(teacher, train, scored):
+    pytest.importorskip("kronfluence", reason="the optional extra: pip install 'kd-zoo[influence]'")
+    full = score_dataset(teacher, train, "influence_full", batch_size=256)
+    fingerprint = full.metadata["teacher"]["weights_fingerprint"]
+    assert fingerprint == scored["influence"].metadata["teacher"]["weights_fingerprint"]
+    assert spearmanr(full.scores, scored["influence"].scores)[0] >= 0.95
+    k = round(0.2 * len(train))
+    top = set(np.argsort(-full.scores)[:k]) & set(np.argsort(-scored["influence"].scores)[:k])
+    assert len(top) >= 0.8 * k
+
+
+@pytest.mark.slow
+def test_influence_full_two_processes_match_one(teacher_file, teacher, train, tmp_path):
+    pytest.importorskip("kronfluence", reason="the optional extra: pip install 'kd-zoo[influence]'")
+    launcher = shutil.which("accelerate", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    if launcher is None:
+        pytest.skip("the `accelerate` command line is not installed, so a 2-process launch cannot be tested")
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    command = [
+        launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(REPO / "recipes" / "score.py"),
+        "teacher.model=lrds_resnet8", f"teacher.weights={teacher_file}", "scoring.scorers=[influence_full]",
+        "data.eval_batch_size=128", f"run.output_dir={tmp_path / 'scores'}",
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    two = ScoreSet.load(tmp_path / "scores")
+    one = score_dataset(teacher, train, "influence_full", batch_size=64)
+    assert two.metadata["num_processes"] == 2 and two.metadata["scorer"] == "influence_full"
+    np.testing.assert_array_equal(two.sample_idx, one.sample_idx)
+    np.testing.assert_allclose(two.scores, one.scores, rtol=1e-4)

@@ -10,6 +10,7 @@ build; a missing or unreadable cache is rebuilt. Every recipe falls back to it w
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -92,8 +93,13 @@ def demo_dataset(cache_dir: str | os.PathLike | None = None) -> DatasetDict:
     cached = _load_cached(path)
     if cached is not None:
         return cached
-    if path.exists():  # unreadable, or of another build: replace it
-        shutil.rmtree(path, ignore_errors=True)
+    if path.exists():  # unreadable, or of another build: replace it, unless another process just wrote it
+        if (cached := _load_cached(path)) is not None:
+            return cached
+        stale = path.parent / f".{path.name}.stale-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        with contextlib.suppress(OSError):
+            os.rename(path, stale)  # atomic: a reader sees the old folder or none, never half of it
+        shutil.rmtree(stale, ignore_errors=True)
     dd = build_demo_dataset()
     path.parent.mkdir(parents=True, exist_ok=True)
     # Build in a private folder, then rename: processes that start together never see a half-written cache.

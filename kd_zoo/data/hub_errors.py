@@ -67,7 +67,7 @@ def unavailable_message(hub_id: str, split: str, reason: str) -> str:
     return (
         f"cannot load split {split!r} of the Hub data set {hub_id!r}: {reason}.{offline_text} To fix it, either\n"
         f"  - authenticate: accept the data set's terms on https://huggingface.co/datasets/{hub_id} (gated data "
-        "sets such as ImageNet), then run `huggingface-cli login` or set HF_TOKEN (or pass token=...), with the "
+        "sets such as ImageNet), then run `hf auth login` or set HF_TOKEN (or pass token=...), with the "
         "Hub reachable; or\n"
         f"  - {LOCAL_COPY_HINT}.\n"
         f"(If you meant a local folder: no path {Path(hub_id).absolute()} exists.)"

@@ -76,7 +76,8 @@ def to_schema(
         if class_names is None:
             raise DataSchemaError(
                 f"data set {name!r}: label column {label_col!r} is {label_feature}, not a ClassLabel, so its class "
-                f"names are unknown. Pass class_names=[...] (one name per class, in label order), or cast it: "
+                f"names are unknown. Pass class_names=[...] (the recipes: data.class_names=[...]; one name per class, "
+                f"in label order), or cast it: "
                 f"ds = ds.cast_column({label_col!r}, datasets.ClassLabel(names=[...]))"
             )
         if not (isinstance(label_feature, Value) and pa.types.is_integer(label_feature.pa_type)):

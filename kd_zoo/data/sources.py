@@ -153,7 +153,7 @@ def load_split(
             full split and `select` rows, so `sample_idx` keeps the full split's numbering.
         revision: Hub revision (branch, tag or commit); Hub ids only.
         label: 'fine' (default) or 'coarse' for CIFAR-100's two label sets, or the name of the label column.
-        token: Hub token (default: the one `huggingface-cli login` / `HF_TOKEN` provides).
+        token: Hub token (default: the one `hf auth login` / `HF_TOKEN` provides).
         cache_dir: kd_zoo cache folder (the demo data set lives there); for other sources, `datasets`' own cache
             goes to `<cache_dir>/hf_datasets` when given, else to its default.
         class_names: names for an integer label column that is not a `ClassLabel` (e.g. parquet written by
@@ -228,7 +228,19 @@ def _load_files(src: ResolvedSource, split: str, cache_dir: str | None) -> Datas
         dd = datasets.load_dataset(builder, **kwargs)
     except (datasets.exceptions.DatasetGenerationError, pa.ArrowInvalid, OSError) as e:
         raise DataSchemaError(f"cannot read {src.kind} data set {src.location}: {e}") from e
+    except ValueError as e:
+        _raise_if_empty(e, src.name, split)
+        raise
     return _pick_split(dd, split, src.name)
+
+
+def _raise_if_empty(error: ValueError, name: str, split: str) -> None:
+    """`datasets` reports a split with no rows as 'Instruction "test" corresponds to no data!': say it plainly."""
+    if "corresponds to no data" in str(error):
+        raise DataSchemaError(
+            f"data set {name!r}: a split has no rows ({error}); the run needs rows in split {split!r}: check the "
+            "source, or name another split (data.train_split / data.eval_split)"
+        ) from error
 
 
 def _load_hub(
@@ -242,6 +254,7 @@ def _load_hub(
             raise UnknownSplitError(
                 f"data set {hub_id!r} has no split {split!r}; available splits: {match.group(2)}"
             ) from e
+        _raise_if_empty(e, hub_id, split)
         raise
     except Exception as e:
         reason = hub_failure_reason(e)

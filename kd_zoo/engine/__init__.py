@@ -6,10 +6,12 @@
 """
 
 from .loop import FitOptions, FitResult, evaluate_accuracy, fit, sgd, step_lr, train_supervised
-from .run_setup import RunData, build_accelerator, build_data, hardware_summary
+from .run_setup import RunData, build_accelerator, build_data, build_eval_loader, hardware_summary
 from .step import Distiller, StepOutput, Supervised, freeze, run_model
+from .validation import DataMismatchError, validate_model
 
 __all__ = [
+    "DataMismatchError",
     "Distiller",
     "FitOptions",
     "FitResult",
@@ -18,6 +20,7 @@ __all__ = [
     "Supervised",
     "build_accelerator",
     "build_data",
+    "build_eval_loader",
     "evaluate_accuracy",
     "fit",
     "freeze",
@@ -26,4 +29,5 @@ __all__ = [
     "sgd",
     "step_lr",
     "train_supervised",
+    "validate_model",
 ]

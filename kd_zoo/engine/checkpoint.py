@@ -38,26 +38,29 @@ def check_writable(folder: str | Path) -> Path:
     except OSError as err:
         raise PermissionError(
             f"cannot write to the output folder {str(folder)!r} ({err.strerror or err}). "
-            "Pass a writable --output-dir (or fix the folder's permissions)."
+            "Pass a writable run.output_dir=... (or fix the folder's permissions)."
         ) from err
     return folder
 
 
 class CheckpointManager:
-    """Saves `epoch_NNNN` checkpoints under `root`, keeps the last `keep_last`, and finds the latest."""
+    """Saves `epoch_NNNN` checkpoints under `root` (NNNN: the epochs done, as the log counts them), keeps the last
+    `keep_last`, and finds the latest. Without an Accelerator it only reads (`latest`, `latest_state`)."""
 
-    def __init__(self, root: str | Path, accelerator: Accelerator, keep_last: int = 2):
+    def __init__(self, root: str | Path, accelerator: Accelerator | None, keep_last: int = 2):
         if keep_last < 1:
             raise ValueError(f"keep_last must be >= 1, got {keep_last}")
         self.root = Path(root)
         self.accelerator = accelerator
         self.keep_last = keep_last
 
-    def save(self, epoch: int, state: dict[str, Any]) -> Path:
-        """Checkpoint after `epoch` (0-based). Every process calls this."""
+    def save(self, epochs_done: int, state: dict[str, Any]) -> Path:
+        """Checkpoint after `epochs_done` epochs (the first epoch's is `epoch_0001`). Every process calls this."""
         acc = self.accelerator
-        final = self.root / f"epoch_{epoch:04d}"
-        tmp = self.root / f".tmp-epoch_{epoch:04d}"
+        if acc is None:
+            raise RuntimeError("this CheckpointManager was built without an Accelerator: it can only read")
+        final = self.root / f"epoch_{epochs_done:04d}"
+        tmp = self.root / f".tmp-epoch_{epochs_done:04d}"
         if acc.is_main_process:
             self.root.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -65,9 +68,9 @@ class CheckpointManager:
         acc.save_state(str(tmp))
         acc.wait_for_everyone()
         if acc.is_main_process:
-            _atomic_write_text(tmp / STATE_FILE, json.dumps({**state, "epoch": epoch}, indent=2))
+            _atomic_write_text(tmp / STATE_FILE, json.dumps({**state, "epochs_done": epochs_done}, indent=2))
             if final.exists():  # re-running an epoch after a resume: replace the stale copy
-                stale = self.root / f".stale-epoch_{epoch:04d}"
+                stale = self.root / f".stale-epoch_{epochs_done:04d}"
                 shutil.rmtree(stale, ignore_errors=True)
                 os.replace(final, stale)
                 shutil.rmtree(stale, ignore_errors=True)
@@ -93,10 +96,20 @@ class CheckpointManager:
         done = self.complete()
         return done[-1] if done else None
 
+    def latest_state(self) -> dict[str, Any] | None:
+        """The trainer state of the latest complete checkpoint (read, nothing restored), or None."""
+        latest = self.latest()
+        return None if latest is None else json.loads((latest / STATE_FILE).read_text())
+
     def load(self, path: str | Path) -> dict[str, Any]:
         """Restore model, optimizer and RNG state from `path`; returns its trainer state."""
         path = Path(path)
         if not (path / STATE_FILE).is_file():
-            raise FileNotFoundError(f"{path} is not a complete kd_zoo checkpoint (no {STATE_FILE})")
+            raise FileNotFoundError(
+                f"{path} is not a complete kd_zoo checkpoint (no {STATE_FILE}): pass run.resume=true for the latest "
+                "complete one, or the path of an epoch_NNNN folder under the run's checkpoints/"
+            )
+        if self.accelerator is None:
+            raise RuntimeError("this CheckpointManager was built without an Accelerator: it can only read")
         self.accelerator.load_state(str(path))
         return json.loads((path / STATE_FILE).read_text())

@@ -66,8 +66,9 @@ class FitResult:
     last_top1: float
     last_top5: float
     best_top5: float
-    train_seconds: float
+    train_seconds: float  # the whole run's, resumed parts included
     epochs: int
+    epochs_trained: int = 0  # by this call (0: resumed a run that had no epoch left)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,25 +150,28 @@ class FitOptions:
         lr_schedule: epoch -> learning rate (`step_lr`).
         checkpoint_every: save every this many epochs (and after the last).
         keep_last: checkpoints kept.
-        resume: continue from the latest complete checkpoint in the run folder, if any.
+        resume: True: continue from the latest complete checkpoint in the run folder, if any; a path: from that
+            checkpoint folder.
         log_every: optimiser steps between logged loss averages.
         channels_last: feed images (and keep the models) in channels-last memory format.
         progress: show a progress bar on the main process.
         stop_after_epochs: end this call after so many epochs of this run (for interruption tests and
             time-boxed jobs); the run can be resumed.
         log_prefix: prefix of the logged keys (e.g. "teacher/" when a teacher is trained in the same run).
+        name: what the progress bar says is training (e.g. "student lrds_resnet8").
     """
 
     num_epochs: int
     lr_schedule: Callable[[int], float]
     checkpoint_every: int = 1
     keep_last: int = 2
-    resume: bool = False
+    resume: bool | str | Path = False
     log_every: int = 50
     channels_last: bool = False
     progress: bool = True
     stop_after_epochs: int | None = None
     log_prefix: str = ""
+    name: str = "train"
 
 
 @dataclass
@@ -179,6 +183,7 @@ class _Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
     global_step: int = 0
     last_saved: Path | None = None
+    earlier_seconds: float = 0.0  # training time of the parts of the run before a resume
 
 
 def fit(
@@ -216,10 +221,12 @@ def fit(
         distill_mask = distill_mask.to(device=accelerator.device, dtype=torch.bool)
 
     progress = _Progress()
-    if options.resume and (latest := checkpoints.latest()) is not None:
-        state = checkpoints.load(latest)
-        progress = _Progress(state["epoch"] + 1, state["best"], state["history"])
-        accelerator.print(f"resumed from {latest} (next epoch {progress.next_epoch})")
+    resume_from = checkpoints.latest() if options.resume is True else options.resume or None
+    if resume_from is not None:
+        state = checkpoints.load(resume_from)
+        done = state.get("epochs_done", state.get("epoch", -1) + 1)
+        progress = _Progress(done, state["best"], state["history"], earlier_seconds=state.get("train_seconds", 0.0))
+        accelerator.print(f"resumed from {resume_from} ({done} epochs done)")
     steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else 0
     progress.global_step = progress.next_epoch * steps_per_epoch
     progress.last_saved = checkpoints.latest()
@@ -231,8 +238,9 @@ def fit(
         _train_epoch(accelerator, model, optimizer, train_loader, options, epoch, progress, teacher, distill_mask)
         _evaluate_epoch(accelerator, model, eval_loader, options, epoch, progress, started)
         if (epoch + 1) % options.checkpoint_every == 0 or epoch + 1 == options.num_epochs:
-            state = {"best": progress.best, "history": progress.history}
-            progress.last_saved = checkpoints.save(epoch, state)
+            seconds = progress.earlier_seconds + time.perf_counter() - started
+            state = {"best": progress.best, "history": progress.history, "train_seconds": seconds}
+            progress.last_saved = checkpoints.save(epoch + 1, state)
 
     _check_replicas_agree(accelerator, _student(accelerator, model))
     last = progress.history[-1] if progress.history else {"top1": float("nan"), "top5": float("nan")}
@@ -242,8 +250,9 @@ def fit(
         best_top5=progress.best["top5"],
         last_top1=last["top1"],
         last_top5=last["top5"],
-        train_seconds=time.perf_counter() - started,
+        train_seconds=progress.earlier_seconds + time.perf_counter() - started,
         epochs=len(progress.history),
+        epochs_trained=last_epoch - progress.next_epoch if last_epoch > progress.next_epoch else 0,
         history=progress.history,
     )
 
@@ -272,7 +281,7 @@ def _train_epoch(
     bar = tqdm(
         train_loader,
         total=steps_per_epoch or None,
-        desc=f"epoch {epoch + 1}/{options.num_epochs}",
+        desc=f"{options.name} epoch {epoch + 1}/{options.num_epochs}",
         disable=not (options.progress and accelerator.is_local_main_process),
         leave=False,
     )
@@ -327,13 +336,13 @@ def _evaluate_epoch(
         "top5": scores["top5"],
         "eval_loss": scores["loss"],
         "eval_count": scores["count"],
-        "elapsed_s": round(time.perf_counter() - started, 3),
+        "elapsed_s": round(progress.earlier_seconds + time.perf_counter() - started, 3),
     }
     progress.history.append(record)
     evals = {f"{options.log_prefix}eval/{k}": v for k, v in record.items() if k != "epoch"}
     accelerator.log(evals | {"epoch": epoch}, step=progress.global_step)
     accelerator.print(
-        f"epoch {epoch + 1}/{options.num_epochs}: top1 {scores['top1']:.2f} top5 {scores['top5']:.2f} "
+        f"{options.name} epoch {epoch + 1}/{options.num_epochs}: top1 {scores['top1']:.2f} top5 {scores['top5']:.2f} "
         f"(best {best['top1']:.2f} @ {best['epoch'] + 1})"
     )
 

@@ -1,7 +1,8 @@
 """Experiment tracking through Accelerate's trackers, with a built-in JSON-lines tracker that always writes.
 
-`make_trackers(run_dir)` returns the JSONL tracker plus TensorBoard when it is installed, so a run is never
-silently untracked: `metrics.jsonl` in the run folder is the record the benchmarks and plots read.
+`make_trackers(run_dir, report_to)` returns the JSONL tracker plus the trackers the run asks for (Accelerate's
+`log_with`), so a run is never silently untracked: `metrics.jsonl` in the run folder is the record the benchmarks
+and plots read.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from accelerate.tracking import GeneralTracker
+from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker, get_available_trackers
 
 
 class JsonlTracker(GeneralTracker):
@@ -50,14 +52,24 @@ class JsonlTracker(GeneralTracker):
             f.write(json.dumps(record) + "\n")
 
 
-def make_trackers(run_dir: str | Path, run_name: str = "kd_zoo") -> list:
-    """The JSONL tracker, plus TensorBoard when it is installed."""
+def make_trackers(run_dir: str | Path, report_to: Sequence[str] = ("tensorboard",), run_name: str = "kd_zoo") -> list:
+    """The JSONL tracker (always: the record the benchmarks and plots read) plus Accelerate's trackers in
+    `report_to` (its `log_with` names: tensorboard, wandb, mlflow, ...). TensorBoard, the default, is skipped
+    quietly when it is not installed; a tracker named on purpose that is not installed is an error."""
+    known = list(LOGGER_TYPE_TO_CLASS)
+    unknown = [name for name in report_to if name not in known]
+    if unknown:
+        raise ValueError(f"unknown tracker(s) {unknown} in run.report_to; Accelerate knows: {', '.join(known)}")
+    available = set(get_available_trackers())
     trackers: list = [JsonlTracker(run_name, run_dir)]
-    try:  # an optional dependency: imported only to learn whether it is installed
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return trackers
-    trackers.append("tensorboard")
+    for name in report_to:
+        if name in available:
+            trackers.append(name)
+        elif list(report_to) != ["tensorboard"]:
+            raise ValueError(
+                f"run.report_to names {name!r}, which is not installed: `pip install {name}`, or drop it from "
+                "run.report_to"
+            )
     return trackers
 
 

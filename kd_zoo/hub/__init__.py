@@ -8,6 +8,7 @@ runs found under a folder) and `tables` (the zoo's results table from their card
 from .cards import (
     PAPER_CITATION,
     CardTemplateError,
+    imported_card_fields,
     model_card,
     render_template,
     run_card_fields,
@@ -18,7 +19,14 @@ from .cards import (
     usage_snippet,
 )
 from .export import MODEL_FILES, export_model, export_run, export_scores, file_sha256
-from .privacy import find_private_content, public_config, public_metadata, public_path, public_weights
+from .privacy import (
+    find_private_content,
+    public_config,
+    public_dataset_name,
+    public_metadata,
+    public_path,
+    public_weights,
+)
 from .publish import PublishError, Upload, plan_uploads, publish_folder, publish_runs, resolve_token
 from .runs import FinishedRuns, ModelResult, RunFolderError, ScoreSetFolder, collect_runs, read_model
 from .tables import readme_section, replace_section, results_table, table_texts, write_tables
@@ -39,9 +47,11 @@ __all__ = [
     "export_scores",
     "file_sha256",
     "find_private_content",
+    "imported_card_fields",
     "model_card",
     "plan_uploads",
     "public_config",
+    "public_dataset_name",
     "public_metadata",
     "public_path",
     "public_weights",

@@ -11,22 +11,23 @@ import importlib.resources
 import json
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jinja2
 import jinja2.meta
+import yaml
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
-from ..constants import HF_ORG, MODEL_PREFIX
+from ..constants import CIFAR100_HUB_ID, HF_ORG, MODEL_PREFIX
 from ..pairs import dataset_tag
 from ..version import __version__
-from .privacy import WEIGHT_FILE_SUFFIXES, public_config, public_metadata, public_path
+from .privacy import WEIGHT_FILE_SUFFIXES, is_hub_id, public_config, public_dataset_name, public_metadata, public_path
 
 CARD_METADATA_FIELDS = ("model_id", "dataset", "best_top1", "best_top5")
 # Card fields also kept, machine-readable, under `kd_zoo:` in a model card's YAML (read by kd_zoo.hub.runs).
 CARD_RUN_FIELDS = (
     "teacher",
+    "teacher_repo",
     "method",
     "label_revision",
     "data_selection",
@@ -38,6 +39,9 @@ CARD_RUN_FIELDS = (
 SCORES_CARD_TAGS = ("kd-zoo", "knowledge-distillation", "data-selection", "influence-scores")
 SCORES_REPO_SUFFIX = "-scores"
 
+PAPER_URL = "https://arxiv.org/abs/2404.03693"
+TRAINED_ON = CIFAR100_HUB_ID  # what the CRD / mdistiller reference teachers were trained on
+HUB_URL = "https://huggingface.co"
 PAPER_CITATION = """@article{lan2025lrds,
   title   = {Improve Knowledge Distillation via Label Revision and Data Selection},
   author  = {Lan, Weichao and Cheung, Yiu-ming and Xu, Qing and Liu, Buhua and Hu, Zhikai and Li, Mengke
@@ -76,7 +80,8 @@ def render_template(template: str, fields: Mapping[str, Any]) -> str:
 
 
 def usage_snippet(repo_id: str) -> str:
-    """The card's usage example (tests run it against an offline Hub cache)."""
+    """The card's usage example (tests run it against an offline Hub cache); the card says above it that it needs
+    `pip install kd-zoo`, because the architectures exist in timm only once `kd_zoo` is imported."""
     return (
         "import kd_zoo  # registers the lrds_* architectures in timm\n"
         "import timm\n"
@@ -88,6 +93,14 @@ def usage_snippet(repo_id: str) -> str:
         '    logits = model(torch.randn(1, *config["input_size"]))\n'
         "print(logits.softmax(-1).topk(5))"
     )
+
+
+def _measured(fields: Mapping[str, Any]) -> bool:
+    """Whether the card's top-1 / top-5 are numbers (an imported checkpoint not evaluated has none: no model-index)."""
+    try:
+        return all(float(fields[key]) == float(fields[key]) for key in ("best_top1", "best_top5"))  # NaN != NaN
+    except (TypeError, ValueError):
+        return False
 
 
 def model_card(fields: Mapping[str, Any], template: str | None = None) -> ModelCard:
@@ -104,7 +117,9 @@ def model_card(fields: Mapping[str, Any], template: str | None = None) -> ModelC
         model_name=fields["model_id"],
         pipeline_tag="image-classification",
         kd_zoo={key: fields[key] for key in CARD_RUN_FIELDS if fields.get(key) is not None} or None,
-        eval_results=[
+        eval_results=None
+        if not _measured(fields)
+        else [
             EvalResult(
                 task_type="image-classification",
                 dataset_type=fields["dataset"],
@@ -133,20 +148,28 @@ def run_card_fields(
     seed: int,
     dataset_revision: str | None = None,
     teacher: str = "none (cross-entropy training)",
+    teacher_repo: str | None = None,
     method: str = "cross-entropy",
     label_revision: str = "off",
     data_selection: str = "off",
     repo_id: str | None = None,
 ) -> dict[str, Any]:
-    """The model-card fields of a finished run (`result`: a `kd_zoo.engine.FitResult`)."""
+    """The model-card fields of a finished run (`result`: a `kd_zoo.engine.FitResult`).
+
+    A local data set is named by its folder name (never its path); `dataset_revision` should identify the data (a
+    commit, or `sha256:<content hash>`); `teacher_repo` (the teacher's Hub repo, when it has one) is linked.
+    """
+    on_hub = is_hub_id(dataset)
+    teacher_text = f"{teacher}, [{teacher_repo}]({HUB_URL}/{teacher_repo})" if teacher_repo else teacher
     return {
         "model_id": model_id,
         "repo_id": repo_id or f"{HF_ORG}/{model_id}",
         "summary": summary,
-        "dataset": dataset,
-        "dataset_on_hub": "/" in dataset and not Path(dataset).exists(),
-        "dataset_revision": dataset_revision or "main",
-        "teacher": teacher,
+        "dataset": dataset if on_hub else public_dataset_name(dataset),
+        "dataset_on_hub": on_hub,
+        "dataset_revision": dataset_revision or "unknown",
+        "teacher": teacher_text,
+        "teacher_repo": teacher_repo,
         "method": method,
         "label_revision": label_revision,
         "data_selection": data_selection,
@@ -160,6 +183,77 @@ def run_card_fields(
         "hardware": hardware,
         "kd_zoo_version": __version__,
         "config_yaml": public_config(config_yaml),
+    }
+
+
+def imported_card_fields(
+    ckpt: Any,
+    arch: str,
+    model_id: str,
+    repo_id: str,
+    metrics: Mapping[str, Any] | None,
+    *,
+    origin: str | None = None,
+    prefix: str | None = None,
+) -> dict[str, Any]:
+    """The model-card fields of a reference (CRD / mdistiller) checkpoint imported by `recipes/import_checkpoint.py`
+    (`ckpt`: a `kd_zoo.models.ReferenceCheckpoint`; `metrics`: `kd_zoo.engine.validate_model`'s, or None when it
+    was not evaluated: the card then says so and has no model-index)."""
+    origin = origin or "not given (pass origin=...)"
+    recorded = ", ".join(f"{k} {v:g}" for k, v in ckpt.info.items()) or "nothing besides the weights"
+    dataset = public_dataset_name(metrics["data"]) if metrics else TRAINED_ON
+    if metrics:
+        measured = (
+            f"Top-1 / top-5 below were measured by kd_zoo on {dataset} / {metrics['split']} ({metrics['count']} "
+            f"images, {metrics['hardware']})."
+        )
+    else:
+        measured = "Not evaluated by kd_zoo (run recipes/validate.py on this folder)."
+    top1 = f"{metrics['top1']:.2f}" if metrics else "not measured"
+    top5 = f"{metrics['top5']:.2f}" if metrics else "not measured"
+    record = {
+        "source_file": ckpt.path.name,
+        "source_sha256": ckpt.sha256,
+        "origin": origin,
+        "source_entries": ckpt.entries,
+        "source_records": ckpt.info,
+        "architecture": arch,
+        "prefix": prefix,
+        "evaluation": {k: metrics[k] for k in ("split", "revision", "top1", "top5", "loss", "count")}
+        | {"data": dataset}
+        if metrics
+        else None,
+    }
+    epoch = ckpt.info.get("epoch")
+    return {
+        "model_id": model_id,
+        "repo_id": repo_id,
+        "provenance": f"Converted by kd_zoo from the CRD / mdistiller reference checkpoint `{ckpt.path.name}`.",
+        "summary": (
+            f"`{arch}` with the weights of `{ckpt.path.name}` (sha256 `{ckpt.sha256}`), origin: {origin}. It was "
+            "trained with cross-entropy by the CRD / mdistiller reference code and converted by "
+            f"`recipes/import_checkpoint.py` (tensor names mapped, values unchanged). The file records {recorded}. "
+            f"{measured}"
+        ),
+        "dataset": dataset,
+        "dataset_on_hub": is_hub_id(dataset),
+        "dataset_revision": (metrics or {}).get("revision") or "not recorded",
+        "eval_split": metrics["split"] if metrics else "test",
+        "teacher": "none (cross-entropy training by the reference code)",
+        "method": "cross-entropy (an imported CRD / mdistiller checkpoint)",
+        "label_revision": "off",
+        "data_selection": "off",
+        "best_epoch": f"{epoch:g} (the imported checkpoint)" if epoch is not None else "the imported checkpoint",
+        "best_top1": top1,
+        "best_top5": top5,
+        "last_top1": top1,
+        "last_top5": top5,
+        "seed": "not recorded",
+        "train_time": "not recorded",
+        "hardware": "the reference authors' hardware",
+        "kd_zoo_version": __version__,
+        "config_yaml": yaml.safe_dump(record, sort_keys=False).strip(),
+        "tags": ["reference-checkpoint", f"trained-on-{dataset_tag(TRAINED_ON)}"],
     }
 
 
@@ -286,6 +380,7 @@ def score_set_card(
     public = public_metadata(metadata)
     repo_id = repo_id or f"{HF_ORG}/{scores_repo_name(public)}"
     card_data = DatasetCardData(
+        license="apache-2.0",
         pretty_name=f"{public['scorer']} scores ({scores_repo_name(public)})",
         size_categories=_size_category(int(public.get("num_rows", num_rows))),
         tags=list(SCORES_CARD_TAGS),

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+from datasets import ClassLabel
 from timm.models import save_for_hf
 from torch import nn
 
-from ..constants import HF_ORG
+from ..constants import HF_ORG, LABEL_COLUMN, TEACHER_PRED_COLUMN
 from ..selection import ScoreSet
-from ..selection.score_set import PARQUET_PATH
+from ..selection.score_set import FEATURES, PARQUET_PATH
 from .cards import PAPER_CITATION, model_card, score_set_card, usage_snippet
 from .privacy import public_metadata
 
@@ -42,14 +43,19 @@ def export_model(
     fields: Mapping[str, Any],
     *,
     label_names: list[str] | None = None,
+    pretrained_cfg: Mapping[str, Any] | None = None,
     template: str | None = None,
 ) -> Path:
     """Write `model` as a Hub-ready folder: weights, timm config, model card (exactly `MODEL_FILES`).
 
+    `pretrained_cfg` replaces entries of the model's own in `config.json`: what the weights were trained with
+    (`input_size`, `mean`, `std`), and their `tag` and `hf_hub_id`, so a loader preprocesses as the training did.
+
     `fields` fills the card template (`model_cards/model_card.md`): `model_id`, `summary`, `dataset`, ... and the
-    accuracies `best_top1`, `best_top5`, `last_top1`, `last_top5`; `architecture`, `num_params`, `num_classes`,
-    `weights_sha256`, `usage` and `citation` are filled in here when absent. Everything is checked before the
-    folder is touched: a template field that is missing raises `CardTemplateError` and writes nothing.
+    accuracies `best_top1`, `best_top5`, `last_top1`, `last_top5` ("not measured" leaves out the model-index);
+    `architecture`, `num_params`, `num_classes`, `weights_sha256`, `usage`, `citation` and `provenance` (how the
+    weights came to be, "Trained with kd_zoo." by default) are filled in here when absent. Everything is checked
+    before the folder is touched: a template field that is missing raises `CardTemplateError` and writes nothing.
     """
     folder = Path(folder)
     architecture = model.pretrained_cfg.get("architecture") if hasattr(model, "pretrained_cfg") else None
@@ -59,12 +65,15 @@ def export_model(
         "num_classes": getattr(model, "num_classes", None),
         "usage": usage_snippet(fields.get("repo_id", f"{HF_ORG}/{fields.get('model_id', architecture)}")),
         "citation": PAPER_CITATION,
+        "provenance": "Trained with kd_zoo.",
         "weights_sha256": "(filled in after saving)",
         **fields,
     }
     model_card(fields, template)  # validate the card before writing anything
     folder.mkdir(parents=True, exist_ok=True)
-    model_config = {"label_names": list(label_names)} if label_names else None
+    model_config: dict[str, Any] = {"pretrained_cfg": dict(pretrained_cfg or {})}
+    if label_names:
+        model_config["label_names"] = list(label_names)
     save_for_hf(model, str(folder), model_config=model_config, safe_serialization=True)
     fields["weights_sha256"] = file_sha256(folder / "model.safetensors")
     model_card(fields, template).save(str(folder / "README.md"))
@@ -78,8 +87,11 @@ def export_scores(
     overwrite: bool = False,
     repo_id: str | None = None,
     template: str | None = None,
+    class_names: list[str] | None = None,
 ) -> Path:
     """Write a score set as a Hub-ready data set folder (see the module docstring); returns it.
+
+    With `class_names`, `label` and `teacher_pred` are `ClassLabel` columns with those names (still integers).
 
     What is written holds no local path (`public_metadata`: the teacher's weights as a file name, a zoo tag or an
     `hf-hub:` id); the fingerprints are kept. `repo_id` names the repo in the card's usage snippet (default:
@@ -99,7 +111,14 @@ def export_scores(
     (folder / "data").mkdir(parents=True, exist_ok=True)
     for stale in (folder / "data").glob("*.parquet"):  # other shard counts of an older score set
         stale.unlink()
-    pq.write_table(scores.to_arrow(public), folder / PARQUET_PATH)
+    table = scores.to_arrow(public)
+    if class_names:
+        features = FEATURES.copy()
+        features[LABEL_COLUMN] = features[TEACHER_PRED_COLUMN] = ClassLabel(names=list(class_names))
+        metadata = dict(table.schema.metadata)
+        metadata[b"huggingface"] = json.dumps({"info": {"features": features.to_dict()}}).encode()
+        table = table.replace_schema_metadata(metadata)
+    pq.write_table(table, folder / PARQUET_PATH)
     card.save(str(folder / "README.md"))
     return folder
 
@@ -111,6 +130,7 @@ def export_run(
     *,
     summary: Mapping[str, Any],
     label_names: list[str] | None = None,
+    pretrained_cfg: Mapping[str, Any] | None = None,
 ) -> Path:
     """A finished run's outputs: `result.json` (`summary` plus the card fields) and the exported `model/` folder.
 
@@ -118,4 +138,4 @@ def export_run(
     """
     run_dir = Path(run_dir)
     (run_dir / "result.json").write_text(json.dumps({**summary, "card": dict(fields)}, indent=2))
-    return export_model(model, run_dir / "model", fields, label_names=label_names)
+    return export_model(model, run_dir / "model", fields, label_names=label_names, pretrained_cfg=pretrained_cfg)

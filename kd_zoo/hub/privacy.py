@@ -14,9 +14,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+import huggingface_hub
 import yaml
-from huggingface_hub import get_token
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$")
 _PATH_PREFIXES = ("local-dir:", "imagefolder:", "parquet:", "disk:", "file://")
 _WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:[\\/]")
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
@@ -37,6 +38,19 @@ def public_path(text: str) -> str:
     if rest.startswith(("/", "~")) or _WINDOWS_ABSOLUTE.match(rest):
         return prefix + _local_name(rest)
     return text
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether a data set name is a Hub id (`owner/name`) rather than a local path."""
+    return bool(_HUB_ID.match(name)) and not Path(name).expanduser().exists()
+
+
+def public_dataset_name(name: str) -> str:
+    """A data set's name fit for a public card: a Hub id or a known name as is, a local path as its folder name."""
+    if is_hub_id(name) or "/" not in name and "\\" not in name and not Path(name).expanduser().exists():
+        return name
+    prefix = next((p for p in _PATH_PREFIXES if name.startswith(p)), "")
+    return _local_name(name[len(prefix) :].rstrip("/\\"))
 
 
 def public_weights(weights: str | None) -> str | None:
@@ -108,21 +122,29 @@ def _scanned_text(path: Path) -> str:
     return data.decode("utf-8", errors="ignore")
 
 
+def _line(text: str, offset: int) -> int:
+    return text.count("\n", 0, max(offset, 0)) + 1
+
+
 def find_private_content(folder: str | Path, local_paths: Iterable[str | Path] = ()) -> list[str]:
     """What in `folder` should not be published: Hugging Face tokens (the one in use, or anything shaped like
-    one) and local absolute paths (the home and working directories, the folder's own location, `local_paths`,
-    and paths under common roots such as /home, /tmp, /root). Returns one line per finding, never the token."""
+    one), the user's name in a path, and local absolute paths (the home and working directories, the folder's own
+    location, `local_paths`, and paths under common roots such as /home, /tmp, /root). Returns one line per finding,
+    `file:line: what`, never the token itself."""
     folder = Path(folder)
-    secrets = {t for t in (os.environ.get("HF_TOKEN"), get_token()) if t}
+    secrets = {t for t in (os.environ.get("HF_TOKEN"), huggingface_hub.get_token()) if t}
     roots = {Path.home(), Path.cwd(), folder.resolve().parent, *(Path(p) for p in local_paths)}
     roots = {str(r) for r in roots if len(Path(r).parts) > 1}
     findings = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         name = path.relative_to(folder).as_posix()
         text = _scanned_text(path)
-        if any(secret in text for secret in secrets) or _TOKEN_PATTERN.search(text):
-            findings.append(f"{name}: a Hugging Face token")
-        hits = {m.group(0) for m in _ABSOLUTE_PATH.finditer(text)}
-        hits |= {root for root in roots if re.search(rf"(?<![\w.-]){re.escape(root)}(?![\w.-])", text)}
-        findings += [f"{name}: the local path {hit[:80]!r}" for hit in sorted(hits)]
+        tokens = [text.find(s) for s in secrets if s in text] + [m.start() for m in _TOKEN_PATTERN.finditer(text)]
+        findings += [f"{name}:{_line(text, offset)}: a Hugging Face token" for offset in sorted(set(tokens))]
+        hits = {m.group(0): m.start() for m in _ABSOLUTE_PATH.finditer(text)}
+        for root in roots:
+            match = re.search(rf"(?<![\w.-]){re.escape(root)}(?![\w.-])", text)
+            if match:
+                hits.setdefault(root, match.start())
+        findings += [f"{name}:{_line(text, at)}: the local path {hit[:80]!r}" for hit, at in sorted(hits.items())]
     return findings

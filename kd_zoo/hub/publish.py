@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, get_token
+import huggingface_hub
+from huggingface_hub import HfApi
 
 from ..constants import HF_ORG
+from .privacy import find_private_content
 from .runs import FinishedRuns, RunFolderError, ScoreSetFolder, group_results
 
 _REPO_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -26,14 +29,25 @@ class PublishError(RuntimeError):
     """Publishing was refused before anything was uploaded."""
 
 
+def check_publishable(folder: str | Path, local_paths: Sequence[str | Path] = ()) -> None:
+    """Refuse, before any network call, a folder holding a token or a local path (`find_private_content`)."""
+    findings = find_private_content(folder, local_paths)
+    if findings:
+        raise PublishError(
+            f"{folder} holds what must not be published; nothing was uploaded:\n  - "
+            + "\n  - ".join(findings)
+            + "\nRemove it from those files (re-export the folder: exports reduce local paths to names)."
+        )
+
+
 def resolve_token(token: str | None = None) -> str:
     """`token`, else `HF_TOKEN`, else the saved login; `PublishError` (nothing uploaded) when there is none."""
     if token:
         return token
-    found = os.environ.get("HF_TOKEN") or get_token()
+    found = os.environ.get("HF_TOKEN") or huggingface_hub.get_token()
     if not found:
         raise PublishError(
-            "no Hugging Face token: set HF_TOKEN or run `huggingface-cli login` (a token with write access to the "
+            "no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access to the "
             "target organisation); nothing was uploaded"
         )
     return found
@@ -70,6 +84,7 @@ def publish_folder(
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     if not files:
         raise PublishError(f"{folder} is empty: export a model or a score set into it first")
+    check_publishable(folder)
     if dry_run:
         print(f"dry run: would upload to {repo_type} repo {repo_id}:")
         for name in files:

@@ -4,7 +4,16 @@
 """
 
 from . import ctkd, dkd, dtd_la, fitnet, kd, pkt, semckd, srrl, vid
-from .base import METHODS, DistillMethod, FeatureRequest, ModelOutputs, StepContext, create_method, register_method
+from .base import (
+    METHODS,
+    DistillMethod,
+    FeatureRequest,
+    ModelOutputs,
+    StepContext,
+    check_method_args,
+    create_method,
+    register_method,
+)
 
 __all__ = [
     "METHODS",
@@ -12,6 +21,7 @@ __all__ = [
     "FeatureRequest",
     "ModelOutputs",
     "StepContext",
+    "check_method_args",
     "create_method",
     "ctkd",
     "dkd",

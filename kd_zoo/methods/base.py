@@ -139,15 +139,25 @@ def register_method(cls: type[DistillMethod]) -> type[DistillMethod]:
     return METHODS.register(cls.name)(cls)
 
 
-def create_method(name: str, student: nn.Module, teacher: nn.Module, **hparams: Any) -> DistillMethod:
-    """Build a registered method; an unknown hyperparameter names the valid ones."""
+def check_method_args(name: str, hparams: dict[str, Any]) -> type[DistillMethod]:
+    """The registered method `name`, after checking that it takes every hyperparameter in `hparams`.
+
+    Raises:
+        UnknownNameError: no such method (the message lists close matches).
+        TypeError: an unknown hyperparameter (the message lists the valid ones).
+    """
     cls = METHODS.get(name)
     params = inspect.signature(cls.__init__).parameters
     valid = [p for p in params if p not in ("self", "student", "teacher")]
     unknown = [k for k in hparams if k not in valid]
     if unknown:
         raise TypeError(f"unknown hyperparameter(s) {unknown} for method {name!r}; valid: {valid}")
-    return cls(student, teacher, **hparams)
+    return cls
+
+
+def create_method(name: str, student: nn.Module, teacher: nn.Module, **hparams: Any) -> DistillMethod:
+    """Build a registered method; an unknown hyperparameter names the valid ones."""
+    return check_method_args(name, hparams)(student, teacher, **hparams)
 
 
 def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

@@ -71,8 +71,8 @@ _NUMPY_DTYPES = {
     LABEL_COLUMN: np.int64,
 }
 RECOMPUTE_COMMAND = (
-    "`python recipes/score.py --teacher ARCH --weights WEIGHTS --data DATA --split SPLIT --output-dir DIR` "
-    "(or `accelerate launch recipes/score.py ...`)"
+    "`python recipes/score.py teacher.model=ARCH teacher.weights=WEIGHTS data.name=DATA data.train_split=SPLIT "
+    "run.output_dir=DIR` (or `accelerate launch recipes/score.py ...`)"
 )
 RECOMPUTE_HINT = (
     f"Fix: recompute the scores for this teacher and split with {RECOMPUTE_COMMAND}, or use the teacher and data "
