@@ -36,6 +36,7 @@ from .pairs import CIFAR100_LR
 from .registry import close_matches
 from .revision import ETA, LAMBDA1, LAMBDA2, LabelRevision
 from .selection import DEFAULT_FRACTION, DEFAULT_SCORER, DEFAULT_STRATEGY, SCORERS, STRATEGIES
+from .teacher_cache import DEFAULT_DTYPE, DEFAULT_PAD, logit_only_methods
 
 
 class ConfigError(ValueError):
@@ -100,6 +101,14 @@ class TeacherConfig:
         "a .safetensors file, an exported folder, a zoo tag, hf-hub:ORG/NAME; null: the default tag (demo: "
         "a teacher trained on the fly)",
     )
+    cache: str | None = option(
+        None, "a teacher-output cache (a folder or Hub data set, from recipes/cache_teacher.py); null: the teacher"
+    )
+    cache_placement: str = option(
+        "auto",
+        "where cached logits live: all on the device, read from disk (mmap), or auto",
+        choices=("auto", "device", "mmap"),
+    )
     train_epochs: int = option(30, "epochs of a teacher trained on the fly (demo only)", check=POSITIVE)
     train_lr: float = option(CIFAR100_LR, "learning rate of a teacher trained on the fly", check=POSITIVE)
 
@@ -145,7 +154,31 @@ class ScoringConfig:
     max_params: int | None = option(None, "influence_exact: the largest head allowed", check=POSITIVE)
     memory_limit_mb: float = option(256.0, "head inputs kept in memory up to this, then spilled", check=NON_NEGATIVE)
     spill_dir: str | None = option(None, "where head inputs go past the memory limit (default: a temp folder)")
-    random_init: bool = option(False, "score with random teacher weights (smoke tests only)")
+    random_init: bool = option(
+        False, "random teacher weights, teacher.weights ignored (smoke tests of score.py, cache_teacher.py)"
+    )
+
+
+@dataclass
+class CachingConfig:
+    """recipes/cache_teacher.py only: how the teacher-output cache is built."""
+
+    pad: int = option(
+        DEFAULT_PAD, "the training runs' random-crop padding: (2 pad + 1)^2 x 2 views", check=NON_NEGATIVE
+    )
+    dtype: str = option(DEFAULT_DTYPE, "float16 (half the size) or float32 (exact)", choices=("float16", "float32"))
+    batch_size: int | None = option(
+        None, "images per pass and process (default: 1024 on a GPU, 64 on a CPU)", check=POSITIVE
+    )
+    shard_rows: int | None = option(None, "samples per shard (default: about 64 MiB of logits each)", check=POSITIVE)
+    mean: list[float] | None = option(None, "the mean the teacher is fed (0-1 scale); null: its pretrained_cfg's")
+    std: list[float] | None = option(None, "the std the teacher is fed; null: its pretrained_cfg's", check=POSITIVE)
+    autocast: str = option("auto", "auto: fp16 on a GPU for a float16 cache", choices=("auto", "no", "fp16", "bf16"))
+    channels_last: bool = option(True, "feed the teacher channels-last images")
+    stop_after_shards: int | None = option(
+        None, "stop after so many shards per process (time-boxed jobs); the same command resumes", check=POSITIVE
+    )
+    scores: str | None = option(None, "also write Data Selection's score set (selection.scorer) to this folder")
 
 
 @dataclass
@@ -194,6 +227,7 @@ class RecipeConfig(ConfigTree):
     label_revision: LabelRevisionConfig = field(default_factory=LabelRevisionConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    caching: CachingConfig = field(default_factory=CachingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -214,6 +248,23 @@ class RecipeConfig(ConfigTree):
             check_method_args(self.method.name, self.method.args)
         except (LookupError, TypeError) as err:
             raise ConfigError(f"method: {err}") from None
+        if self.teacher.cache and self.teacher.weights is None and self.data.name is None:
+            raise ConfigError(
+                "teacher.cache needs the teacher it was built from: pass teacher.weights=... (the demo's: "
+                "runs/demo/teacher/model, which the first demo run exports); a teacher trained on the fly is not it"
+            )
+        if self.teacher.cache and self.method.name not in logit_only_methods():
+            raise ConfigError(
+                f"teacher.cache serves the methods that need only the teacher's logits "
+                f"({', '.join(logit_only_methods())}); method {self.method.name!r} needs its features: drop "
+                "teacher.cache"
+            )
+        caching = self.caching
+        if (caching.mean is None) != (caching.std is None) or len(caching.mean or ()) != len(caching.std or ()):
+            raise ConfigError(
+                f"caching.mean and caching.std go together, one value per channel: got mean {caching.mean} and std "
+                f"{caching.std} (e.g. caching.mean=[0.5,0.5,0.5] caching.std=[0.5,0.5,0.5])"
+            )
         lr = self.label_revision
         try:
             LabelRevision(lr.eta, lr.lambda1, lr.lambda2)

@@ -28,8 +28,10 @@ from .engine import (
     FitOptions,
     FitResult,
     RunData,
+    TeacherInput,
     build_accelerator,
     build_data,
+    evaluate_accuracy,
     hardware_summary,
     step_lr,
     train_supervised,
@@ -61,12 +63,14 @@ from .models import (
 from .pairs import weight_tag
 from .revision import LabelRevision
 from .selection import ScoreSet, ScoreSetError, score_dataset
+from .teacher_cache import TeacherCache, TeacherCacheError
 
 # Keys a resumed run may change: how long it trains and how it logs, checkpoints, evaluates and publishes.
 RESUMABLE_KEYS = (
     "train.epochs",
     "data.eval_batch_size",
     "data.num_workers",
+    "teacher.cache_placement",
     "run.output_dir",
     "run.resume",
     "run.overwrite",
@@ -97,6 +101,7 @@ USER_ERRORS = (
     ReferenceKeyError,
     DataMismatchError,
     TrainingDivergedError,
+    TeacherCacheError,
     PermissionError,
     FileNotFoundError,
     FileExistsError,
@@ -268,6 +273,13 @@ def prepare_teacher(cfg: RecipeConfig, accelerator: Accelerator, data: RunData, 
         weight_decay=cfg.train.weight_decay,
     )
     accelerator.free_memory()  # the student's checkpoints hold the student alone (Accelerate: between two trainings)
+    # trained on the student's loaders: it expects their preprocessing, whatever its architecture's default says
+    teacher.pretrained_cfg = {
+        **teacher.pretrained_cfg,
+        "mean": data.mean,
+        "std": data.std,
+        "input_size": data.input_size,
+    }
     if accelerator.is_main_process:
         fields = run_card_fields(
             result,
@@ -279,6 +291,44 @@ def prepare_teacher(cfg: RecipeConfig, accelerator: Accelerator, data: RunData, 
     return teacher.to(accelerator.device).eval()
 
 
+def teacher_input(teacher: nn.Module, data: RunData) -> TeacherInput | None:
+    """How the teacher's inputs must differ from the loaders' (which are the student's): its own normalisation
+    (and size, for a teacher of fixed input size) from its `pretrained_cfg`; None when it expects the same."""
+    return TeacherInput.between(data.mean, data.std, data.input_size, teacher)
+
+
+def teacher_accuracy(accelerator: Accelerator, teacher: nn.Module, data: RunData) -> float:
+    """The teacher's top-1 on the evaluation split, fed as it expects."""
+    conversion = teacher_input(teacher, data)
+    if conversion is not None:
+        accelerator.print(conversion.describe())
+        teacher = conversion.to(accelerator.device).wrap(teacher)
+    return evaluate_accuracy(accelerator, teacher, data.eval_loader)["top1"]
+
+
+def open_teacher_cache(
+    cfg: RecipeConfig, accelerator: Accelerator, teacher: nn.Module, data: RunData
+) -> TeacherCache | None:
+    """`teacher.cache` opened on the training device and checked against this run (teacher weights, data, crop
+    padding and size, the normalisation the teacher is fed, the samples it covers): refused before training if
+    anything differs; None without a cache."""
+    if cfg.teacher.cache is None:
+        return None
+    conversion = teacher_input(teacher, data)
+    if conversion is not None and conversion.teacher_size is not None:
+        raise TeacherCacheError(
+            f"teacher.cache: the teacher takes {conversion.teacher_size[0]}x{conversion.teacher_size[1]} inputs, the "
+            f"data is {data.input_size[-2]}x{data.input_size[-1]}; a cache holds the views at the data's size: train "
+            "with the live teacher (drop teacher.cache)"
+        )
+    with accelerator.main_process_first():  # a Hub id is downloaded once per machine
+        cache = TeacherCache.open(cfg.teacher.cache, device=accelerator.device, placement=cfg.teacher.cache_placement)
+    fed = conversion.teacher_normalization if conversion is not None else None
+    cache.check_run(teacher, data.train_loader, normalization=fed)
+    accelerator.print(f"teacher outputs from {cache!r}")
+    return cache
+
+
 @dataclass(frozen=True)
 class Selection:
     """Data Selection's outcome: the distill mask (indexed by `sample_idx`, True = distilled) and what it did."""
@@ -288,24 +338,36 @@ class Selection:
 
 
 def data_selection(
-    cfg: RecipeConfig, accelerator: Accelerator, teacher: nn.Module, data: RunData, run_dir: Path
+    cfg: RecipeConfig,
+    accelerator: Accelerator,
+    teacher: nn.Module,
+    data: RunData,
+    run_dir: Path,
+    cache: TeacherCache | None = None,
 ) -> Selection | None:
-    """The distill mask from `selection.scores`, or from scores computed here (and written to `run_dir/scores`);
-    None when Data Selection is off."""
+    """The distill mask from `selection.scores`, or from scores computed here (from the teacher cache's centre views
+    when there is one, with no teacher inference; else one teacher pass), written to `run_dir/scores`; None when
+    Data Selection is off."""
     sel = cfg.selection
     if not sel.enabled:
         return None
     if sel.scores:
         scores = ScoreSet.load(sel.scores)
+    elif cache is not None:
+        scores = cache.score_set(sel.scorer, accelerator=accelerator, fraction=sel.fraction)
+        if accelerator.is_main_process:
+            export_scores(scores, run_dir / "scores", overwrite=True, class_names=data.class_names)
     else:
+        conversion = teacher_input(teacher, data)  # scored as the teacher expects its inputs
+        fed = conversion.teacher_normalization if conversion is not None else {"mean": data.mean, "std": data.std}
         scores = score_dataset(
             teacher,
             data.train_split,
             sel.scorer,
             batch_size=cfg.data.eval_batch_size,
             accelerator=accelerator,
-            mean=data.mean,
-            std=data.std,
+            mean=fed["mean"],
+            std=fed["std"],
             weights=cfg.teacher.weights,
             fraction=sel.fraction,
         )
@@ -322,13 +384,20 @@ def data_selection(
     return Selection(mask, summary)
 
 
-def build_distiller(cfg: RecipeConfig, teacher: nn.Module, data: RunData) -> Distiller:
-    """The student, the method (sized from the models' `feature_info`) and Label Revision, as one module."""
+def build_distiller(
+    cfg: RecipeConfig, teacher: nn.Module, data: RunData, cache: TeacherCache | None = None
+) -> Distiller:
+    """The student, the method (sized from the models' `feature_info`) and Label Revision, as one module; with a
+    teacher cache, the distilled rows' teacher logits come from it; a teacher that expects other preprocessing than
+    the student is fed as it expects (`teacher_input`)."""
     student = create_model(cfg.student.model, num_classes=data.num_classes, drop_rate=cfg.student.drop_rate)
     method = create_method(cfg.method.name, student, teacher, **cfg.method.args)
     lr = cfg.label_revision
     revision = LabelRevision(lr.eta, lr.lambda1, lr.lambda2) if lr.enabled else None
-    return Distiller(student, method, revision, ds_weighting=cfg.train.ds_weighting)
+    conversion = teacher_input(teacher, data)
+    return Distiller(
+        student, method, revision, ds_weighting=cfg.train.ds_weighting, teacher_cache=cache, teacher_input=conversion
+    )
 
 
 def dataset_revision(cfg: RecipeConfig, data: RunData) -> str:
@@ -400,8 +469,10 @@ def distilled_card_fields(
     teacher: nn.Module,
     teacher_top1: float,
     selection: Selection | None,
+    cache: TeacherCache | None = None,
 ) -> dict[str, Any]:
-    """The model-card fields of a student distilled with the config's method, Label Revision and Data Selection."""
+    """The model-card fields of a student distilled with the config's method, Label Revision and Data Selection
+    (and, with a teacher cache, where the teacher's logits came from)."""
     revision = cfg.label_revision
     lr_on, ds_on = revision.enabled, selection is not None
     parts = [cfg.method.name] + ["Label Revision"] * lr_on + ["Data Selection"] * ds_on
@@ -411,7 +482,13 @@ def distilled_card_fields(
         result,
         model_id=f"{cfg.student.model}.{tag}",
         summary=f"{cfg.student.model} distilled from {cfg.teacher.model} with {' + '.join(parts)}.",
-        teacher=f"{cfg.teacher.model} (top-1 {teacher_top1:.2f}, weights {weights_fingerprint(teacher)[:16]})",
+        teacher=f"{cfg.teacher.model} (top-1 {teacher_top1:.2f}, weights {weights_fingerprint(teacher)[:16]})"
+        + (
+            f", its logits from the cache {public_path(cfg.teacher.cache)} ({cache.metadata['dtype']}, "
+            f"{cache.num_views} views a sample)"
+            if cache
+            else ""
+        ),
         teacher_repo=repo,
         method=f"{cfg.method.name} {cfg.method.args or ''}".strip(),
         label_revision=repr(LabelRevision(revision.eta, revision.lambda1, revision.lambda2)) if lr_on else "off",

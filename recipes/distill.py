@@ -7,15 +7,16 @@
         --dynamo_backend no recipes/distill.py train.epochs=1     # the 2-process CPU check of the distributed path
     python recipes/distill.py --help                          # every config key, with its type and default
 
-Steps: data -> teacher (loaded, or trained on the fly when none is given and the data is the demo) -> influence
-scores (loaded from `selection.scores`, or computed) -> distill mask -> student + method + LR -> training with
-evaluation and checkpoints -> the exported student folder with its model card -> a result table.
+Steps: data -> teacher (loaded, or trained on the fly when none is given and the data is the demo) -> its output
+cache (`teacher.cache`, optional: the student then never runs the teacher) -> influence scores (loaded from
+`selection.scores`, or computed) -> distill mask -> student + method + LR -> training with evaluation and
+checkpoints -> the exported student folder with its model card -> a result table.
 """
 
 from pathlib import Path
 
 from kd_zoo.config import parse_recipe_args
-from kd_zoo.engine import evaluate_accuracy, fit, sgd
+from kd_zoo.engine import fit, sgd
 from kd_zoo.hub import publish_folder
 from kd_zoo.workflow import (
     build_distiller,
@@ -23,11 +24,13 @@ from kd_zoo.workflow import (
     distilled_card_fields,
     export_trained,
     fit_options,
+    open_teacher_cache,
     prepare_teacher,
     result_table,
     run_data,
     run_main,
     start_run,
+    teacher_accuracy,
 )
 
 DEMO = Path(__file__).parent / "configs" / "demo.yaml"
@@ -38,10 +41,11 @@ def main() -> None:
     with start_run(cfg, "distill") as (accelerator, run_dir):
         data = run_data(accelerator, cfg, cfg.student.model)  # preprocessed as the student expects
         teacher = prepare_teacher(cfg, accelerator, data, run_dir)
-        teacher_top1 = evaluate_accuracy(accelerator, teacher, data.eval_loader)["top1"]
-        selection = data_selection(cfg, accelerator, teacher, data, run_dir)  # None with DS off
+        teacher_top1 = teacher_accuracy(accelerator, teacher, data)  # fed as it expects (its own mean / std)
+        cache = open_teacher_cache(cfg, accelerator, teacher, data)  # None: the live teacher
+        selection = data_selection(cfg, accelerator, teacher, data, run_dir, cache)  # None with DS off
 
-        distiller = build_distiller(cfg, teacher, data)
+        distiller = build_distiller(cfg, teacher, data, cache)
         optimizer = sgd(distiller, cfg.train.lr, cfg.train.momentum, cfg.train.weight_decay)
         distiller, optimizer = accelerator.prepare(distiller, optimizer)
         options = fit_options(cfg, f"student {cfg.student.model}")
@@ -54,15 +58,16 @@ def main() -> None:
             data.eval_loader,
             options,
             run_dir=run_dir,
-            teacher=teacher,
+            teacher=None if cache is not None else teacher,
             distill_mask=mask,
         )
 
         if accelerator.is_main_process:
             student = accelerator.unwrap_model(distiller).student
             fields = distilled_card_fields(
-                cfg, accelerator, run_dir, result, data, teacher=teacher, teacher_top1=teacher_top1, selection=selection
-            )
+                cfg, accelerator, run_dir, result, data, teacher=teacher, teacher_top1=teacher_top1,
+                selection=selection, cache=cache,
+            )  # fmt: skip
             folder = export_trained(run_dir, student, result, data, fields, teacher_top1=teacher_top1)
             best, last, seconds = f"{result.best_top1:.2f}", f"{result.last_top1:.2f}", f"{result.train_seconds:.0f} s"
             rows = [

@@ -128,6 +128,40 @@ def _scores_of_another_teacher(tmp: Path) -> list[str]:
     return [*QUICK, _out(tmp), f"teacher.weights={tmp / 'teacher.safetensors'}", f"selection.scores={tmp / 'scores'}"]
 
 
+def _teacher_file(tmp: Path) -> Path:
+    """A 10-class lrds_resnet8 teacher for the demo digits, as a .safetensors file."""
+    from safetensors.torch import save_file
+
+    import kd_zoo
+
+    save_file(kd_zoo.create_model("lrds_resnet8", num_classes=10).state_dict(), str(tmp / "teacher.safetensors"))
+    return tmp / "teacher.safetensors"
+
+
+def _cache_of(tmp: Path, *, cache_seed: int, **build) -> list[str]:
+    """A local data set, a teacher (seed 0) and a teacher cache built from the teacher of `cache_seed`."""
+    import torch
+    from safetensors.torch import save_file
+
+    import kd_zoo
+    from kd_zoo.data import load_tensor_split
+    from kd_zoo.teacher_cache import build_teacher_cache
+
+    data = _parquet(tmp)
+    teachers = {}
+    for seed in {0, cache_seed}:
+        torch.manual_seed(seed)
+        teachers[seed] = kd_zoo.create_model("lrds_resnet8", num_classes=2).eval()
+    save_file(teachers[0].state_dict(), str(tmp / "teacher.safetensors"))
+    build_teacher_cache(
+        teachers[cache_seed], load_tensor_split(str(data), "train"), tmp / "cache", progress=False, **build
+    )
+    return [
+        *QUICK, _out(tmp), f"data.name={data}", f"teacher.weights={tmp / 'teacher.safetensors'}",
+        f"teacher.cache={tmp / 'cache'}", "train.batch_size=4", "selection.enabled=false",
+    ]  # fmt: skip
+
+
 def _no_token(tmp: Path) -> list[str]:
     return [*QUICK, _out(tmp), "run.push_to_hub=me/student"]
 
@@ -166,6 +200,11 @@ CASES = [
     Case("a split with no rows", _empty_split, 1, r"a split has no rows .* check the source, or name another split"),
     Case("integer labels without class names", _unnamed_labels, 1, r"not a ClassLabel, so its class names are unknown. Pass class_names=\[\.\.\.\] \(the recipes: data.class_names="),
     Case("`selection.scores` computed with another teacher", _scores_of_another_teacher, 1, r"was computed with other teacher weights"),
+    Case("`teacher.cache` with the demo's teacher trained on the fly", lambda t: ["teacher.cache=caches/demo"], 2, r"teacher.cache needs the teacher it was built from: pass teacher.weights=\.\.\. \(the demo's: runs/demo/teacher/model, which the first demo run exports\)"),
+    Case("`teacher.cache` with a feature method", lambda t: ["method.name=fitnet", "teacher.weights=t.safetensors", "teacher.cache=caches/x"], 2, r"teacher.cache serves the methods that need only the teacher's logits \(ctkd, dkd, dtd_la, kd\); method 'fitnet' needs its features: drop teacher.cache"),
+    Case("`teacher.cache` of another teacher", lambda t: _cache_of(t, cache_seed=1), 1, r"does not match this run:\n  - teacher: the cache holds the outputs of lrds_resnet8 .* the run's teacher has fingerprint"),
+    Case("`teacher.cache` of an unfinished build", lambda t: _cache_of(t, cache_seed=0, shard_rows=4, stop_after_shards=1), 1, r"unfinished build \(1 of 2 shards.* run the same build again to resume it"),
+    Case("`teacher.cache` that is neither a folder nor a Hub id", lambda t: [*QUICK, _out(t), f"teacher.weights={_teacher_file(t)}", f"teacher.cache={t / 'nowhere'}"], 1, r"is neither a folder nor a Hub data set id \(ORG/NAME\): build one with recipes/cache_teacher.py"),
 ]  # fmt: skip
 
 

@@ -37,7 +37,7 @@ def test_help_lists_every_key_with_its_type_and_default(monkeypatch, capsys):
     assert "one of share, sum" in text and "[list[int]; > 0; default: [150, 180, 210]]" in text
 
 
-@pytest.mark.parametrize("recipe", ["train_teacher", "score", "push_zoo"])
+@pytest.mark.parametrize("recipe", ["train_teacher", "score", "cache_teacher", "push_zoo"])
 def test_every_recipe_has_the_same_help(recipe, monkeypatch, capsys):
     text = _help(recipe, monkeypatch, capsys)
     assert "section.key=value" in text and "--config" in text
@@ -81,6 +81,11 @@ def test_options_and_overrides_are_the_same_and_numbers_are_numbers():
         (["label_revision.lambda1=-1"], "label_revision.lambda1 must be >= 0"),
         (["label_revision.eta=pt_mean"], "eta"),
         (["train.epochs"], "section.key=value"),
+        (["method.name=fitnet", "teacher.weights=t", "teacher.cache=c"], r"serves .* method 'fitnet' needs"),
+        (["teacher.cache=caches/demo"], r"teacher.cache needs the teacher it was built from: pass teacher.weights="),
+        (["caching.std=[0.5,0.5,0.5]"], "caching.mean and caching.std go together"),
+        (["caching.mean=[0.5]", "caching.std=[0.5,0.5,0.5]"], "one value per channel"),
+        (["teacher.cache_placement=gpu"], "teacher.cache_placement must be one of auto, device, mmap"),
     ],
 )
 def test_bad_values_are_usage_errors_naming_the_key(argv, message, capsys):
@@ -110,9 +115,15 @@ def test_the_good_values_next_to_each_refusal_pass():
         "run.dry_run=true",
         "label_revision.lambda1=0",
         "label_revision.eta=pt_target",
+        "teacher.weights=runs/demo/teacher/model",
+        "teacher.cache=caches/x",
+        "teacher.cache_placement=mmap",
+        "caching.mean=[0.5,0.5,0.5]",
+        "caching.std=[0.25,0.25,0.25]",
     ]
     cfg = parse_recipe_args("t", None, good)
     assert cfg.method.args == {"beta": 6} and cfg.run.dry_run and cfg.selection.fraction == 1.0
+    assert cfg.teacher.cache == "caches/x" and cfg.caching.std == [0.25, 0.25, 0.25]
 
 
 def test_yaml_errors_name_the_file_and_line(tmp_path):

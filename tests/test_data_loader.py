@@ -209,6 +209,8 @@ def test_iterating_twice_without_set_epoch_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         list(loader)
+        loader.set_epoch(1)  # asked for again (a second training on the same loader): intended, no warning
+        list(loader)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

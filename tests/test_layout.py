@@ -19,6 +19,7 @@ LAYERS = [
     {"methods", "revision"},
     {"data"},
     {"selection"},
+    {"teacher_cache"},
     {"engine"},
     {"hub"},
     {"config"},

@@ -19,12 +19,14 @@ from huggingface_hub import ModelCard
 from recipe_runner import run_recipe
 from safetensors import safe_open
 from safetensors.torch import save_file
+from timm.models import save_for_hf
 
 import kd_zoo  # noqa: F401
 from kd_zoo import load_model
 from kd_zoo.constants import CIFAR100_MEAN, CIFAR100_STD
 from kd_zoo.engine.run_folder import LOCK_FILE
 from kd_zoo.hub import find_private_content
+from kd_zoo.selection import ScoreSet
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -206,3 +208,36 @@ def test_local_64px_data_exports_its_size_and_no_local_path(tmp_path, monkeypatc
     assert str(tmp_path) not in (folder / "model" / "README.md").read_text()
     reloaded = load_model("lrds_resnet8", folder / "model")
     assert reloaded.pretrained_cfg["input_size"] == (3, 64, 64)
+
+
+def test_a_teacher_trained_with_other_statistics_is_fed_as_it_expects(tmp_path, monkeypatch, capsys):
+    """A teacher whose config says mean 0.5 / std 0.25 (a timm teacher, a ViT) with a CIFAR-normalised student:
+    its predictions in the run's score set are those of the teacher fed its own normalisation, recomputed here."""
+    data = _local_64px_data(tmp_path)
+    torch.manual_seed(3)
+    teacher = timm.create_model("lrds_resnet8", num_classes=4)
+    teacher.pretrained_cfg = {**teacher.pretrained_cfg, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+    save_for_hf(teacher, str(tmp_path / "teacher"), safe_serialization=True)
+    folder = tmp_path / "run"
+    status, out, err = run(
+        "distill", *TINY, f"data.name={data}", f"teacher.weights={tmp_path / 'teacher'}", "train.batch_size=32",
+        "data.eval_batch_size=32", f"run.output_dir={folder}", monkeypatch=monkeypatch, capsys=capsys,
+    )  # fmt: skip
+    assert status == 0, err[-3000:]
+    assert "re-normalised from the student's mean [0.5071" in out and "to the teacher's mean [0.5, 0.5, 0.5]" in out
+
+    train = Dataset.from_parquet(str(data / "train-00000.parquet"))
+    pixels = torch.tensor(np.stack([np.asarray(im, dtype=np.float32) / 255 for im in train["image"]])).permute(
+        0, 3, 1, 2
+    )
+    teacher = load_model("lrds_resnet8", tmp_path / "teacher").eval()
+    with torch.no_grad():
+        expected = teacher((pixels - 0.5) / 0.25).argmax(1).numpy()
+        as_student = (pixels - torch.tensor(CIFAR100_MEAN).view(1, 3, 1, 1)) / torch.tensor(CIFAR100_STD).view(
+            1, 3, 1, 1
+        )
+        unconverted = teacher(as_student).argmax(1).numpy()
+    scores = ScoreSet.load(folder / "scores")
+    found = scores.column("teacher_pred")[np.argsort(scores.sample_idx)]
+    assert (found == expected).all()
+    assert (unconverted != expected).any()  # what the run would have scored without the conversion

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import kd_zoo  # noqa: F401
-from kd_zoo.engine import Distiller, freeze
+from kd_zoo.engine import Distiller, TeacherInput, freeze
 from kd_zoo.methods import METHODS, StepContext, create_method
 from kd_zoo.revision import LabelRevision
 
@@ -155,3 +155,50 @@ def test_bad_inputs_are_named():
         distiller(images, labels % 7, mask, teacher=other, ctx=CTX)
     with pytest.raises(ValueError, match="ds_weighting"):
         Distiller(student, create_method("kd", student, teacher), ds_weighting="mean")
+
+
+# -- a teacher that expects other preprocessing than the student --------------------------------------------------
+STUDENT_MEAN, STUDENT_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+
+
+def _teacher_with(mean, std, **cfg):
+    teacher = freeze(timm.create_model("lrds_resnet8", num_classes=10))
+    teacher.pretrained_cfg = {**teacher.pretrained_cfg, "mean": mean, "std": std, **cfg}
+    return teacher
+
+
+def test_a_teacher_with_its_own_normalisation_is_fed_as_it_expects():
+    torch.manual_seed(0)
+    pixels = torch.rand(6, 3, 32, 32)  # 0-1 scale
+    as_student = (pixels - torch.tensor(STUDENT_MEAN).view(1, 3, 1, 1)) / torch.tensor(STUDENT_STD).view(1, 3, 1, 1)
+    as_teacher = (pixels - 0.5) / 0.25  # computed from the pixels, independently of TeacherInput
+    teacher = _teacher_with((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    recorder = RecordingTeacher(teacher)
+    conversion = TeacherInput.between(STUDENT_MEAN, STUDENT_STD, (3, 32, 32), teacher)
+    assert conversion is not None and conversion.teacher_size is None  # CIFAR nets pool globally: no resize
+    assert "0.5" in conversion.describe() and not conversion.state_dict()  # nothing of it in a checkpoint
+    torch.testing.assert_close(conversion(as_student), as_teacher, rtol=1e-5, atol=1e-5)
+
+    student = timm.create_model("lrds_resnet8", num_classes=10)
+    distiller = Distiller(student, create_method("kd", student, teacher), teacher_input=conversion)
+    labels = torch.arange(6) % 10
+    mask = torch.tensor([True, False, True, True, False, True])
+    distiller(as_student, labels, mask, teacher=recorder, ctx=CTX)
+    (seen,) = recorder.seen
+    torch.testing.assert_close(seen, as_teacher[mask], rtol=1e-5, atol=1e-5)
+    assert set(distiller.state_dict()) == set(Distiller(student, distiller.method).state_dict())
+
+
+def test_a_teacher_expecting_the_students_inputs_is_fed_them_unchanged():
+    teacher = _teacher_with(STUDENT_MEAN, STUDENT_STD)
+    assert TeacherInput.between(STUDENT_MEAN, STUDENT_STD, (3, 32, 32), teacher) is None
+    assert TeacherInput.between(STUDENT_MEAN, STUDENT_STD, (3, 64, 64), teacher) is None  # trained at any size
+    plain = freeze(torch.nn.Linear(2, 2))  # no pretrained_cfg: nothing to convert to
+    assert TeacherInput.between(STUDENT_MEAN, STUDENT_STD, (3, 32, 32), plain) is None
+
+
+def test_a_teacher_of_fixed_input_size_gets_its_size():
+    teacher = _teacher_with(STUDENT_MEAN, STUDENT_STD, input_size=(3, 48, 48), fixed_input_size=True)
+    conversion = TeacherInput.between(STUDENT_MEAN, STUDENT_STD, (3, 32, 32), teacher)
+    assert conversion.teacher_size == (48, 48) and "resized to 48x48" in conversion.describe()
+    assert conversion(torch.zeros(2, 3, 32, 32)).shape == (2, 3, 48, 48)

@@ -8,6 +8,18 @@ Reproducibility: the sample order and every sample's crop offsets and flip are d
 from generators seeded by (seed, epoch), on the CPU, so they are the same on every device and for every number of
 processes. `batch_size` is the global batch: global batch k is `perm[k*B:(k+1)*B]` and process p takes its
 contiguous 1/P slice, so the union of the processes' k-th batches is, bit for bit, the one-process k-th batch.
+
+Views: the augmentation is finite. With padding p, a crop corner (top, left) in `[0, 2p]^2` and a flip bit give
+`num_views(p) = (2p + 1)^2 * 2` views of each image (162 for CIFAR's p = 4), numbered
+
+    view = (top * (2p + 1) + left) * 2 + flip
+
+(`encode_views` / `decode_views`): top = dy and left = dx are the corner in the zero-padded image, so the crop is the
+image shifted by (p - top, p - left); flip = 1 mirrors it left-right. The un-augmented image is a view too, the
+centre crop without flip: `center_view(p) = 4p(p + 1)` (80 for p = 4, 0 for p = 0). Every training batch carries its
+rows' `view` next to `sample_idx` (from the same (seed, epoch) draw, so identical for any number of processes);
+evaluation batches carry the centre view. (sample_idx, view) is the key of a teacher-output cache
+(`kd_zoo.teacher_cache`), and `view_images` makes the images of any (sample, view) exactly as a training batch does.
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ import contextlib
 import math
 import warnings
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +44,46 @@ def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
         raise ValueError(f"seed and epoch must be non-negative, got seed={seed}, epoch={epoch}")
     state = np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator(device="cpu").manual_seed(int(state))
+
+
+def num_views(pad: int) -> int:
+    """How many views the pad-`pad` crop + flip gives of each image: `(2 pad + 1)^2 * 2`."""
+    if pad < 0:
+        raise ValueError(f"pad must be non-negative, got {pad}")
+    return (2 * pad + 1) ** 2 * 2
+
+
+def center_view(pad: int) -> int:
+    """The view id of the un-augmented image: the centre crop (top = left = pad), no flip."""
+    num_views(pad)  # checks pad
+    return (pad * (2 * pad + 1) + pad) * 2
+
+
+def encode_views(offsets: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:
+    """View ids `(top * (2 pad + 1) + left) * 2 + flip` (int64 `[b]`) of crop corners `[b, 2]` and flips `[b]`."""
+    side = 2 * pad + 1
+    return (offsets[:, 0] * side + offsets[:, 1]) * 2 + flips.long()
+
+
+def decode_views(views: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The crop corners (top, left) `[b, 2]` and flips `[b]` of view ids; a ValueError for ids outside the range."""
+    views = views.long()
+    total = num_views(pad)
+    if views.numel() and (int(views.min()) < 0 or int(views.max()) >= total):
+        raise ValueError(
+            f"view ids must lie in [0, {total}) for pad {pad}, got [{int(views.min())}, {int(views.max())}]"
+        )
+    side = 2 * pad + 1
+    position, flips = views // 2, (views % 2).bool()
+    return torch.stack([position // side, position % side], dim=1), flips
+
+
+def normalize_images(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 `[b, 3, H, W]` -> float32 `(x / 255 - mean) / std`, with `mean` / `std` shaped `[1, 3, 1, 1]`.
+
+    Separate ops (no fused multiply-add), so results are bit-identical whatever the batch split.
+    """
+    return images.float().div_(255.0).sub_(mean).div_(std)
 
 
 def random_crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:
@@ -89,7 +142,8 @@ class TensorBatchLoader:
         normalize: yield normalised float32 images; False yields the augmented uint8 images.
 
     Yields:
-        `{"image": float32 [b, 3, H, W], "label": int64 [b], "sample_idx": int64 [b]}` on `device`.
+        `{"image": float32 [b, 3, H, W], "label": int64 [b], "sample_idx": int64 [b], "view": int64 [b]}` on
+        `device`; `view` is each row's augmentation (see the module docstring), the centre view in evaluation.
     """
 
     def __init__(
@@ -147,14 +201,28 @@ class TensorBatchLoader:
         self._images = data.images.to(self.device)
         self._labels = data.labels.to(self.device)
         self._sample_idx = data.sample_idx.to(self.device)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
         self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 
+    @property
+    def augmentation(self) -> dict[str, Any]:
+        """What the training batches are made with: image size, padding, flip, and the number of views."""
+        return {"size": list(self.data.image_size), "pad": self.pad, "flip": True, "num_views": num_views(self.pad)}
+
+    @property
+    def normalization(self) -> dict[str, list[float]]:
+        """The normalisation of the images (0-1 scale), or empty lists when `normalize=False`."""
+        return {"mean": list(self.mean), "std": list(self.std)} if self.normalize else {"mean": [], "std": []}
+
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order and augmentation the next iteration uses."""
+        """Select the epoch whose order and augmentation the next iteration uses (asked for explicitly, so a
+        repeated epoch, as a second training on the same loader starts with, is intended and not warned about)."""
         if epoch < 0:
             raise ValueError(f"epoch must be non-negative, got {epoch}")
         self.epoch = int(epoch)
+        self._last_iterated_epoch = None
 
     def __len__(self) -> int:
         n = len(self.data)
@@ -214,16 +282,27 @@ class TensorBatchLoader:
                 batch = self._make_batch(order[start:end], offsets, flips)
             yield batch
 
+    def view_images(self, positions: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        """The images of samples (row positions in `data`) at the given views, made exactly as a training batch
+        makes them (normalised unless `normalize=False`), on `device`; for building a teacher-output cache."""
+        positions, views = positions.to(self.device), views.to(self.device)
+        offsets, flips = decode_views(views, self.pad)
+        images = random_crop_flip(self._images.index_select(0, positions), offsets, flips, self.pad)
+        return normalize_images(images, self._mean, self._std) if self.normalize else images
+
     def _make_batch(
         self, idx: torch.Tensor, offsets: torch.Tensor | None, flips: torch.Tensor | None
     ) -> dict[str, torch.Tensor]:
         images = self._images.index_select(0, idx)
         if offsets is not None and flips is not None:
-            images = random_crop_flip(images, offsets[idx], flips[idx], self.pad)
+            offsets, flips = offsets[idx], flips[idx]
+            images = random_crop_flip(images, offsets, flips, self.pad)
+            views = encode_views(offsets, flips, self.pad)
+        else:
+            views = torch.full((idx.shape[0],), center_view(self.pad), dtype=torch.int64, device=self.device)
         if self.normalize:
-            # Separate ops (no fused multiply-add) so results are bit-identical whatever the batch split.
-            images = images.float().div_(255.0).sub_(self._mean).div_(self._std)
-        return {"image": images, "label": self._labels[idx], "sample_idx": self._sample_idx[idx]}
+            images = normalize_images(images, self._mean, self._std)
+        return {"image": images, "label": self._labels[idx], "sample_idx": self._sample_idx[idx], "view": views}
 
 
 @contextlib.contextmanager

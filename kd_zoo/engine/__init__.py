@@ -8,6 +8,7 @@
 from .loop import FitOptions, FitResult, evaluate_accuracy, fit, sgd, step_lr, train_supervised
 from .run_setup import RunData, build_accelerator, build_data, build_eval_loader, hardware_summary
 from .step import Distiller, StepOutput, Supervised, freeze, run_model
+from .teacher_input import TeacherInput
 from .validation import DataMismatchError, validate_model
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "RunData",
     "StepOutput",
     "Supervised",
+    "TeacherInput",
     "build_accelerator",
     "build_data",
     "build_eval_loader",

@@ -11,6 +11,12 @@ How the two parts weigh (the paper: "the overall loss is the summation of these 
 the mix, and with DS off the loss is exactly the method's. "sum" adds the two per-part means instead. A batch
 without Dt rows is CE only; one without Ds rows is the method only. The method's own parameters are then
 still kept in the graph (with a zero), so data-parallel training sees a gradient for each of them.
+
+Where the teacher's outputs come from is one choice, made in `_teacher_outputs`: the live teacher, run with the
+method's `teacher_request`, or a teacher cache (`kd_zoo.teacher_cache`), which returns the teacher's logits of the
+distilled rows by their (`sample_idx`, `view`) for a method whose request is empty (kd, dkd, dtd_la, ctkd, any of
+them with LR). A method that needs the teacher's features is refused with a cache when the `Distiller` is built.
+A live teacher that expects other preprocessing than the student gets its inputs through `TeacherInput`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from torch import Tensor, nn
 
 from ..methods.base import DistillMethod, FeatureRequest, ModelOutputs, StepContext, cross_entropy
 from ..revision import LabelRevision
+from ..teacher_cache import CacheMismatchError, TeacherCache, check_method
+from .teacher_input import TeacherInput
 
 
 def run_model(model: nn.Module, images: Tensor, request: FeatureRequest) -> ModelOutputs:
@@ -70,13 +78,23 @@ class Distiller(nn.Module):
     """The trainable module: the student plus the method's extras; `forward` computes one step's losses.
 
     Accelerate prepares this module (DDP wraps it); the teacher is passed to `forward` and stays outside, frozen
-    and unwrapped.
+    and unwrapped. With a `teacher_cache`, `forward` reads the teacher's logits of the distilled rows from it by
+    their `sample_idx` and `view` (which `kd_zoo.engine.fit` passes from each batch) and needs no teacher (pass
+    `teacher=None`); the cache is a plain attribute, not a module, so it is never part of the state dict or
+    broadcast by DDP. Check it against the run first: `teacher_cache.check_run(teacher, train_loader)`.
 
     Args:
         student: a timm model.
         method: a `DistillMethod` built for this student and teacher.
         label_revision: LR settings, or None for LR off.
         ds_weighting: "share" (default) or "sum", see the module docstring.
+        teacher_cache: an open `kd_zoo.teacher_cache.TeacherCache` of the teacher, or None for the live teacher.
+        teacher_input: how the live teacher's inputs differ from the student's (`TeacherInput.between`), or None
+            when the teacher expects the student's normalisation and size.
+
+    Raises:
+        CacheMethodError: a teacher cache with a method that needs the teacher's features (the message names the
+            methods a cache serves).
     """
 
     def __init__(
@@ -85,14 +103,20 @@ class Distiller(nn.Module):
         method: DistillMethod,
         label_revision: LabelRevision | None = None,
         ds_weighting: Literal["share", "sum"] = "share",
+        teacher_cache: TeacherCache | None = None,
+        teacher_input: TeacherInput | None = None,
     ):
         super().__init__()
         if ds_weighting not in ("share", "sum"):
             raise ValueError(f"ds_weighting must be 'share' or 'sum', got {ds_weighting!r}")
+        if teacher_cache is not None:
+            check_method(method)
         self.student = student
         self.method = method
         self.label_revision = label_revision
         self.ds_weighting = ds_weighting
+        self.teacher_cache = teacher_cache
+        self.teacher_input = teacher_input
 
     def forward(
         self,
@@ -100,21 +124,20 @@ class Distiller(nn.Module):
         labels: Tensor,
         distill_mask: Tensor | None = None,
         *,
-        teacher: nn.Module,
+        teacher: nn.Module | None,
         ctx: StepContext,
         sample_idx: Tensor | None = None,
         view: Tensor | None = None,
     ) -> StepOutput:
         batch = images.shape[0]
-        mask = self._check_inputs(images, labels, distill_mask, teacher)
+        mask = self._check_inputs(images, labels, distill_mask, teacher, sample_idx, view)
         num_distilled = int(mask.sum())
         rows = mask if num_distilled < batch else slice(None)
         # The teacher first: its temporaries are freed before the student's activations are held for backward,
         # which measured ~9 % faster per step on CPU than the other order (benchmarks/train_step_speed.py).
         teacher_out = None
         if num_distilled:
-            with torch.no_grad():
-                teacher_out = run_model(teacher, images[rows], self.method.teacher_request)
+            teacher_out = self._teacher_outputs(images, rows, teacher, sample_idx, view)
         student_out = run_model(self.student, images, self.method.student_request)
         num_classes = student_out.logits.shape[1]
         check_label_range(labels, num_classes)
@@ -138,6 +161,16 @@ class Distiller(nn.Module):
         loss = torch.stack([t.float() for t in terms.values()]).sum()
         return StepOutput(loss, terms, student_out.logits.detach(), num_distilled, self.method.diagnostics())
 
+    def _teacher_outputs(
+        self, images: Tensor, rows: Tensor | slice, teacher: nn.Module | None, sample_idx: Tensor, view: Tensor
+    ) -> ModelOutputs:
+        """The teacher's outputs on the distilled rows: from the cache (logits only), or from the live teacher."""
+        if self.teacher_cache is not None:
+            return ModelOutputs(logits=self.teacher_cache.lookup(sample_idx[rows], view[rows]).to(images.device))
+        with torch.no_grad():
+            inputs = images[rows] if self.teacher_input is None else self.teacher_input(images[rows])
+            return run_model(teacher, inputs, self.method.teacher_request)
+
     def _distill_terms(
         self, student: ModelOutputs, teacher: ModelOutputs, labels: Tensor, ctx: StepContext
     ) -> dict[str, Tensor]:
@@ -150,7 +183,15 @@ class Distiller(nn.Module):
             terms.update(lr.loss(student.logits, teacher.logits, labels))
         return terms
 
-    def _check_inputs(self, images: Tensor, labels: Tensor, mask: Tensor | None, teacher: nn.Module) -> Tensor:
+    def _check_inputs(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        mask: Tensor | None,
+        teacher: nn.Module | None,
+        sample_idx: Tensor | None,
+        view: Tensor | None,
+    ) -> Tensor:
         batch = images.shape[0]
         if labels.shape != (batch,):
             raise ValueError(f"labels must have shape ({batch},) for {batch} images, got {tuple(labels.shape)}")
@@ -161,7 +202,16 @@ class Distiller(nn.Module):
                 f"distill_mask must be a bool tensor of shape ({batch},), got {mask.dtype} {tuple(mask.shape)}: "
                 "it marks each sample of the batch as distilled (True) or CE-only (False)"
             )
-        if teacher.training:
+        if self.teacher_cache is not None:
+            if sample_idx is None or view is None or sample_idx.shape != (batch,) or view.shape != (batch,):
+                raise CacheMismatchError(
+                    "a teacher cache looks the teacher's logits up by each row's sample_idx and view: pass both "
+                    f"(shape ({batch},)) to the Distiller; kd_zoo.engine.fit does, from batches of "
+                    "kd_zoo.data.TensorBatchLoader, which carry a `view` (the worker pipeline's batches do not)"
+                )
+        elif teacher is None:
+            raise ValueError("no teacher: pass teacher=... (or build the Distiller with a teacher_cache)")
+        elif teacher.training:
             raise RuntimeError("the teacher is in training mode; call kd_zoo.engine.freeze(teacher) first")
         return mask
 

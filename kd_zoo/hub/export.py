@@ -104,7 +104,7 @@ def export_scores(
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise FileExistsError(
-            f"{folder} is not empty; pass overwrite=True (recipes/score.py: --overwrite) or another folder"
+            f"{folder} is not empty; pass overwrite=True (recipes: run.overwrite=true) or another folder"
         )
     public = public_metadata(scores.metadata)
     card = score_set_card(public, num_rows=len(scores), repo_id=repo_id, template=template)  # checked first

@@ -98,7 +98,7 @@ def publish_folder(
         if remote is not None and remote != local and not overwrite:
             raise PublishError(
                 f"{repo_id} already holds a {remote} model and this folder is a {local}: refusing to overwrite; "
-                "pass overwrite=True (--overwrite) if that is intended"
+                "pass overwrite=True (recipes/push_zoo.py: overwrite=true) if that is intended"
             )
     api.create_repo(repo_id, token=token, repo_type=repo_type, private=private, exist_ok=True)
     api.upload_folder(
@@ -190,8 +190,8 @@ def publish_runs(
                 clashes.append(f"{upload.repo_id} holds a {remote} model, {upload.folder} is a {local}")
         if clashes:
             raise PublishError(
-                "refusing to overwrite (nothing was uploaded; pass --overwrite / overwrite=True if intended):\n  - "
-                + "\n  - ".join(clashes)
+                "refusing to overwrite (nothing was uploaded; pass overwrite=True, push_zoo.py: overwrite=true, if "
+                "intended):\n  - " + "\n  - ".join(clashes)
             )
     for upload in uploads:
         print(f"publishing {upload.folder} -> {upload.repo_type} repo {upload.repo_id}")
