@@ -41,18 +41,15 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
-import torch.nn.functional as F
 from _machine import cpu_model, load_average
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
-from train_step_speed import PilDataset, time_steps
+from train_step_speed import plain_kd_setup, time_steps
 
 import kd_zoo
 from kd_zoo.data import TensorBatchLoader, TensorImageSet, load_tensor_split
 from kd_zoo.engine import Distiller, FitOptions, Supervised, fit, freeze, sgd, step_lr, train_supervised
 from kd_zoo.methods import StepContext, create_method
-from kd_zoo.methods.kd import kd_loss
 from kd_zoo.revision import LabelRevision
 from kd_zoo.selection import score_dataset
 from kd_zoo.teacher_cache import TeacherCache, build_teacher_cache
@@ -142,27 +139,7 @@ def speed(args, work: Path) -> dict:
     ctx = StepContext(epoch=0, num_epochs=240)
 
     def plain_setup():
-        student = timm.create_model("lrds_resnet8x4", num_classes=100).train()
-        opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-        loader = DataLoader(
-            PilDataset(pil_images, pil_labels),
-            batch_size=CIFAR_BATCH,
-            shuffle=True,
-            num_workers=args.workers,
-            drop_last=True,
-            persistent_workers=args.workers > 0,
-        )
-
-        def step(batch):
-            x, y = batch
-            with torch.no_grad():
-                t = teacher(x)
-            s = student(x)
-            loss = 0.1 * F.cross_entropy(s, y) + 0.9 * kd_loss(s, t, 4.0)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
+        step, loader = plain_kd_setup(teacher, pil_images, pil_labels, args.workers, CIFAR_BATCH)
         return step, iter(loader)
 
     def ours_setup(cache: TeacherCache | None, distill: bool = True):

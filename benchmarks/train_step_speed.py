@@ -62,6 +62,35 @@ class PilDataset(Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
+def plain_kd_setup(
+    teacher: torch.nn.Module, images: np.ndarray, labels: np.ndarray, workers: int, batch_size: int = 64
+):
+    """Variant (a), the plain PyTorch KD loop: torchvision transforms in DataLoader workers, the teacher on every row,
+    a fresh ResNet8x4 student; returns its step and its loader."""
+    student = timm.create_model("lrds_resnet8x4", num_classes=100).train()
+    opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    loader = DataLoader(
+        PilDataset(images, labels),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=workers > 0,
+    )
+
+    def step(batch):
+        x, y = batch
+        with torch.no_grad():
+            t = teacher(x)
+        s = student(x)
+        loss = 0.1 * F.cross_entropy(s, y) + 0.9 * kd_loss(s, t, 4.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step, loader
+
+
 def time_steps(step, batches, warmup: int, steps: int) -> list[float]:
     times = []
     it = iter(batches)
@@ -97,28 +126,7 @@ def main() -> None:
     ctx = StepContext(epoch=0, num_epochs=240)
 
     def plain_setup():
-        student = timm.create_model("lrds_resnet8x4", num_classes=100).train()
-        opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-        loader = DataLoader(
-            PilDataset(images, labels),
-            batch_size=64,
-            shuffle=True,
-            num_workers=args.workers,
-            drop_last=True,
-            persistent_workers=args.workers > 0,
-        )
-
-        def step(batch):
-            x, y = batch
-            with torch.no_grad():
-                t = teacher(x)
-            s = student(x)
-            loss = 0.1 * F.cross_entropy(s, y) + 0.9 * kd_loss(s, t, 4.0)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-        return step, loader
+        return plain_kd_setup(teacher, images, labels, args.workers)
 
     def ours_setup(method_lr_ds: tuple[bool, bool] | None, bf16: bool = False):
         student = timm.create_model("lrds_resnet8x4", num_classes=100)

@@ -180,7 +180,7 @@ def test_nan_loss_stops_before_the_update_and_names_the_step(accelerator, demo, 
 def test_unwritable_output_folder_is_refused(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(PermissionError, match="cannot write to the output folder"):
+    with pytest.raises(PermissionError, match="cannot write to the run folder"):
         check_writable(blocker / "run")
 
 

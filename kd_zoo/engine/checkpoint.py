@@ -37,8 +37,8 @@ def check_writable(folder: str | Path) -> Path:
         probe.unlink()
     except OSError as err:
         raise PermissionError(
-            f"cannot write to the output folder {str(folder)!r} ({err.strerror or err}). "
-            "Pass a writable run.output_dir=... (or fix the folder's permissions)."
+            f"cannot write to the run folder {str(folder)!r} ({err.strerror or err}): pass a writable "
+            "run.output_dir=... (or fix the folder's permissions)"
         ) from err
     return folder
 

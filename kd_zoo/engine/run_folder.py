@@ -25,6 +25,8 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
+from .checkpoint import check_writable
+
 LOCK_FILE = ".lock"
 FINISHED_MARKERS = ("result.json", "model")
 PARTIAL_MARKERS = ("checkpoints", "config.yaml", "metrics.jsonl")
@@ -105,17 +107,7 @@ class RunFolder:
         return self
 
     def _check_and_lock(self) -> None:
-        folder = self.path
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / ".write_probe"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as err:
-            raise PermissionError(
-                f"cannot write to the run folder {str(folder)!r} ({err.strerror or err}): pass a writable "
-                "run.output_dir=... (or fix the folder's permissions)"
-            ) from err
+        folder = check_writable(self.path)
         self._lock()
         try:
             existing = _existing_run(folder)

@@ -114,6 +114,16 @@ class TeacherInfo:
             num_features=classifier_layer(teacher).in_features,
         )
 
+    def metadata(self, num_classes: int) -> dict[str, Any]:
+        """The `teacher` entry of a score set's (and a teacher cache's) metadata."""
+        return {
+            "name": self.name,
+            "weights": self.weights,
+            "weights_fingerprint": self.weights_fingerprint,
+            "num_classes": num_classes,
+            "num_features": self.num_features,
+        }
+
 
 def resolve_scorers(scorers: str | Scorer | Sequence[str | Scorer]) -> list[Scorer]:
     """Scorer objects from names or objects, each name at most once."""
@@ -256,17 +266,9 @@ class ScoringPass:
         return local
 
     def _metadata(self, accuracy: float, store_info: dict[str, Any], seconds: dict[str, float]) -> dict[str, Any]:
-        teacher = self.teacher
         return {
             "format": FORMAT,
-            "teacher": {
-                "name": teacher.name,
-                "weights": teacher.weights,
-                "weights_fingerprint": teacher.weights_fingerprint,
-                "num_classes": self.split.num_classes,
-                "num_features": teacher.num_features,
-                "accuracy": accuracy,
-            },
+            "teacher": {**self.teacher.metadata(self.split.num_classes), "accuracy": accuracy},
             "data_fingerprint": dict(self.split.fingerprint),
             "kd_zoo_version": __version__,
             "num_rows": int(len(self.sample_idx)),

@@ -169,13 +169,7 @@ def cache_metadata(
     n = len(data)
     return {
         "format": FORMAT,
-        "teacher": {
-            "name": teacher.name,
-            "weights": teacher.weights,
-            "weights_fingerprint": teacher.weights_fingerprint,
-            "num_classes": data.num_classes,
-            "num_features": teacher.num_features,
-        },
+        "teacher": teacher.metadata(data.num_classes),
         "data": {**dict(data.fingerprint), "num_rows": n, "num_classes": data.num_classes, "pixels_sha256": None},
         "augmentation": {
             "size": list(data.image_size),
